@@ -73,6 +73,7 @@ class TrialConfig:
     download: bool = False  # CIFAR: allowed to download into data_dir
     val_fraction: float = 0.0  # share of the training split held out for validation
     variant: str = "default"  # recipe variant name within a study (ablations)
+    label: str | None = None  # optimizer's display name in a study (e.g. "sam_adam"); None = optimizer
     device: str | None = None  # None = auto: cuda, then mps, then cpu
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +86,11 @@ class TrialConfig:
         data = dict(data)
         data["recipe"] = Recipe.from_dict(data.get("recipe", {}))
         return cls(**data)
+
+    @property
+    def optimizer_label(self) -> str:
+        """The name results and reports show for this cell's optimizer."""
+        return self.label or self.optimizer
 
     def cell_id(self, study: str) -> str:
         """Stable identity of this cell within `study` (device choice excluded)."""
