@@ -20,10 +20,10 @@ def unknown(what: str, value: object, choices: Iterable[str], fix: str = "") -> 
     """`unknown optimizer 'adma'; did you mean 'adam'? valid: adam, sgd, ...`"""
     choices = sorted(choices)
     hint = closest(str(value), choices)
-    parts = [f"unknown {what} {value!r}"]
+    message = f"unknown {what} {value!r}; "
     if hint:
-        parts.append(f"did you mean {hint!r}?")
-    parts.append("valid: " + ", ".join(choices))
+        message += f"did you mean {hint!r}? "
+    message += "valid: " + ", ".join(choices)
     if fix:
-        parts.append(fix)
-    return UserError("; ".join(parts))
+        message += f"; {fix}"
+    return UserError(message)

@@ -129,7 +129,7 @@ def _check_keywords(
             hint = closest(key, valid)
             raise UserError(
                 f"unknown keyword {key!r} for optimizer {name!r}; "
-                + (f"did you mean {hint!r}?; " if hint else "")
+                + (f"did you mean {hint!r}? " if hint else "")
                 + "valid: "
                 + (", ".join(sorted(valid)) or "none (this optimizer takes only lr, weight_decay)")
             )

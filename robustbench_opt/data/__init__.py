@@ -1,0 +1,43 @@
+"""Data: whole data sets in memory (uint8 NCHW) and the batches a trial trains and evaluates on.
+
+`load_splits` loads a data set, `train_batches` yields one epoch of augmented training batches,
+`eval_batches` yields evaluation batches. Images reach the model normalised with the training
+split's per-channel mean and std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from robustbench_opt.config import Recipe
+from robustbench_opt.data.datasets import DATASETS, DEFAULT_DATA_DIR, load_splits
+from robustbench_opt.data.device import device_batches, use_device_path
+from robustbench_opt.data.loader import eval_batches, torchvision_batches
+from robustbench_opt.data.splits import DataSplits
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "DataSplits",
+    "eval_batches",
+    "load_splits",
+    "train_batches",
+]
+
+
+def train_batches(
+    splits: DataSplits, recipe: Recipe, device: torch.device, seed: int, epoch: int
+) -> Iterable[tuple[Tensor, Tensor]]:
+    """One shuffled epoch of (float32 normalised images, targets) on `device`.
+
+    Targets are int64 labels, or float soft labels [B, K] (rows sum to 1) for a CutMixed batch.
+    Deterministic for (seed, epoch). This is the single dispatch point between data paths:
+    `device.device_batches` when `recipe.data_on_device` (None = when the data fits on the
+    device), else the torchvision path (`loader.torchvision_batches`).
+    """
+    if use_device_path(splits, recipe, device):
+        return device_batches(splits, recipe, device, seed, epoch)
+    return torchvision_batches(splits, recipe, device, seed, epoch)

@@ -1,0 +1,53 @@
+"""The in-memory data set every trial trains on, and how its fixed splits are drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A whole data set in memory: uint8 NCHW images, int64 labels."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]  # per channel, [0, 1] scale, from train_x
+    std: tuple[float, ...]  # per channel, [0, 1] scale, from train_x
+    train_x: Tensor  # uint8 [N, C, H, W]
+    train_y: Tensor  # int64 [N]
+    test_x: Tensor
+    test_y: Tensor
+    val_x: Tensor | None = None  # held out of the training split; None without val_fraction
+    val_y: Tensor | None = None
+
+
+def stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (kept, held out), each sorted; round(fraction * n_c) of every class c held out."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = round(fraction * len(members))
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def channel_stats(x: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of uint8 images on the [0, 1] scale."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(x), chunk):
+        block = x[start : start + chunk].to(torch.float64).div_(255)
+        total += block.sum(dim=(0, 2, 3))
+        squares += block.square_().sum(dim=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
