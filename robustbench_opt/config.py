@@ -134,6 +134,7 @@ class TrialResult:
     versions: dict[str, str]
     wall_seconds: float
     config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what the trial changed or ignored, and why
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

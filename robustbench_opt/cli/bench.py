@@ -1,9 +1,80 @@
-"""Placeholder until this command group lands."""
+"""`robustbench-opt bench`: our data path against a plain DataLoader loop, same run, same device."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from robustbench_opt.cli.train import add_trial_arguments, one_line_errors, trial_config_from_args
+
+BENCH_EPOCHS = 2  # timed epochs per path unless --epochs says otherwise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds this module's subcommands."""
+    """Adds the `bench` subcommand."""
+    bench = sub.add_parser(
+        "bench",
+        help="time a trial configuration: device-resident data vs a plain DataLoader loop",
+        description=(
+            "Train the same model, optimizer, batch size and augmentation two ways on the "
+            "current device: a plain torchvision DataLoader + eager loop, and our path "
+            "(data on the device, batched augmentation, the recipe's speed options). "
+            "Prints images/s, s/epoch, peak memory and the ratio."
+        ),
+        allow_abbrev=False,
+    )
+    one_line_errors(bench)
+    add_trial_arguments(bench)
+    bench.set_defaults(epochs=BENCH_EPOCHS, func=run_bench)
+    bench.add_argument(
+        "--warmup", type=_warmup, default=1, metavar="EPOCHS", help="untimed epochs per path first"
+    )
+    bench.add_argument("--json", action="store_true", help="print the records as JSON only")
+    # --epochs (from the trial options) is the number of timed epochs per path here.
+
+
+def _warmup(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Runs both paths and prints a table (or JSON records)."""
+    from robustbench_opt.bench import bench  # torch import only when benchmarking
+
+    config = trial_config_from_args(args)
+    records = bench(config, epochs=config.recipe.epochs, warmup=args.warmup)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records]))
+        return 0
+    first = records[0]
+    table = Table(
+        title=f"bench: {config.dataset} / {config.model} / {config.optimizer}, "
+        f"batch {config.recipe.batch_size}, augment {','.join(config.recipe.augment) or 'none'}"
+        f"{f', cutmix {config.recipe.cutmix_prob:g}' if config.recipe.cutmix_prob else ''}",
+        caption=f"{first.device}; {first.epochs} timed epochs after {first.warmup_epochs} warmup; "
+        f"memory = {first.memory_kind}",
+    )
+    for column in ("path", "images/s", "s/epoch", "peak memory", "ratio", "workers", "options"):
+        table.add_column(column, justify="left" if column in ("path", "options") else "right")
+    for r in records:
+        on = [name for name, value in r.options.items() if value] or ["eager"]
+        table.add_row(
+            r.path,
+            f"{r.images_per_s:,.0f}",
+            f"{r.seconds_per_epoch:.3f}",
+            f"{r.peak_memory_bytes / 2**20:,.1f} MiB",
+            f"{r.speedup:.2f}x",
+            str(r.workers),
+            ",".join(on),
+        )
+    Console(soft_wrap=True).print(table)
+    return 0

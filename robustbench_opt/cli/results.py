@@ -1,9 +1,292 @@
-"""Placeholder until this command group lands."""
+"""Results commands: studies, results, scores, table, report, import, serve."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_opt.analysis.display import scores_display, scores_notes
+from robustbench_opt.analysis.importing import UNITS, read_results_csv
+from robustbench_opt.analysis.results import STATES, require_study, results_frame
+from robustbench_opt.analysis.scores import (
+    METRICS,
+    compute_scores,
+    expected_best_curves,
+    require_measured,
+)
+from robustbench_opt.analysis.tables import (
+    KINDS,
+    format_hparam,
+    lr_optimizer_table,
+    lr_wd_table,
+    table_rows,
+    variant_optimizer_table,
+)
+from robustbench_opt.errors import UserError
+
+FORMATS = ("table", "csv", "json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Adds this module's subcommands."""
+    p = sub.add_parser("studies", help="list the studies in the database with their progress")
+    _storage(p)
+    _format(p)
+    p.set_defaults(func=cmd_studies)
+
+    p = sub.add_parser("results", help="every trial of a study")
+    p.add_argument("study")
+    p.add_argument("--optimizer", action="append", default=[], help="keep only this (repeatable)")
+    p.add_argument("--variant", action="append", default=[], help="keep only this (repeatable)")
+    p.add_argument("--state", action="append", default=[], choices=STATES)
+    _storage(p)
+    _format(p)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("scores", help="robustness scores per optimizer over its lr x wd grid")
+    p.add_argument("study")
+    _metric(p)
+    _storage(p)
+    _format(p)
+    p.set_defaults(func=cmd_scores)
+
+    p = sub.add_parser("table", help="paper-style table (Table 1, 2 or 3 layout)")
+    p.add_argument("study")
+    p.add_argument("--kind", choices=KINDS, default="lr-wd")
+    p.add_argument("--optimizer", help="lr-wd: the optimizer to show")
+    p.add_argument("--variant", help="the recipe variant, when the study has several")
+    p.add_argument("--lr", type=float, help="variant-optimizer: the learning rate to show")
+    p.add_argument("--wd", type=float, help="the weight decay to show")
+    _metric(p)
+    _storage(p)
+    p.add_argument("--format", choices=("table", "csv"), default="table")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("report", help="self-contained HTML report (or PNG figures)")
+    p.add_argument("study")
+    p.add_argument("-o", "--output", help="HTML file (default STUDY-report.html); png: a folder")
+    p.add_argument("--format", choices=("html", "png"), default="html")
+    p.add_argument("--figures", metavar="DIR", help="also write the figures as PNG into DIR")
+    _metric(p)
+    _storage(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("import", help="load results measured elsewhere from a CSV file")
+    p.add_argument("file", help="CSV: optimizer, lr, weight_decay, test_acc [, variant, seed, ...]")
+    p.add_argument("--study", required=True, help="name of the new study")
+    p.add_argument("--acc-unit", choices=UNITS, default="auto",
+                   help="auto: percent when any accuracy exceeds 1, else fractions")  # fmt: skip
+    _storage(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("serve", help="local web page listing studies and their live reports")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _storage(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def _storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        help="database URL (default: $ROBUSTBENCH_STORAGE, else storage/robustbench.db)",
+    )
+
+
+def _format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default="table")
+
+
+def _metric(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metric",
+        choices=tuple(METRICS),
+        default="final",
+        help="final: last epoch; best: best epoch chosen on test (optimistic); "
+        "val: epoch chosen on validation, test accuracy reported",
+    )
+
+
+def _store(url: str | None, create: bool = False):
+    from robustbench_opt.storage import Store, resolve_url
+
+    return Store(resolve_url(url), create=create)
+
+
+def _study_cells(args: argparse.Namespace) -> tuple[object, pd.DataFrame]:
+    store = _store(args.storage)
+    require_study(store, args.study)
+    cells = store.cells_frame(args.study)
+    if cells.empty:
+        raise UserError(f"study {args.study!r} has no cells yet; run it or import results first")
+    return store, cells
+
+
+def _print(frame: pd.DataFrame, fmt: str, title: str = "", notes: list[str] = ()) -> None:
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+    else:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=escape(title) or None, show_lines=False)
+        for k, column in enumerate(frame.columns):
+            table.add_column(escape(str(column)), justify="left" if k < 2 else "right")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(escape(str(v)) for v in row))
+        console = Console(width=max(100, min(250, 12 * len(frame.columns))))
+        console.print(table)
+        for note in notes:
+            console.print(note, markup=False, style="dim")
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "study": s.name,
+            "source": s.source,
+            "trials": s.n_cells,
+            "finished %": f"{100 * (s.done + s.diverged) / s.n_cells:.0f}" if s.n_cells else "-",
+            "done": s.done,
+            "diverged": s.diverged,
+            "failed": s.failed,
+            "running": s.running,
+            "pending": s.pending,
+            "created": s.created.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        for s in _store(args.storage).list_studies()
+    ]
+    if not rows and args.format == "table":
+        print("no studies yet; run one with `robustbench-opt run` or `robustbench-opt import`")
+        return 0
+    _print(pd.DataFrame(rows), args.format, "studies")
+    return 0
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    _, cells = _study_cells(args)
+    frame = results_frame(cells, args.optimizer, args.variant, args.state)
+    if args.format != "table":
+        _print(frame, args.format)
+        return 0
+    shown = pd.DataFrame(
+        {
+            "optimizer": frame["optimizer"],
+            "variant": frame["variant"],
+            "lr": frame["lr"].map(format_hparam),
+            "wd": frame["weight_decay"].map(format_hparam),
+            "seed": frame["seed"],
+            "state": frame["state"],
+            "final %": frame["final_test_acc"].map(_pct),
+            "best % (on test)": frame["best_test_acc"].map(_pct),
+            "epochs": frame["epochs_run"].map(lambda v: "-" if math.isnan(v) else f"{v:.0f}"),
+            "seconds": frame["seconds"].map(lambda v: "-" if math.isnan(v) else f"{v:.1f}"),
+        }
+    )
+    _print(shown, "table", f"{args.study}: {len(frame)} trials")
+    return 0
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    _, cells = _study_cells(args)
+    require_measured(cells, args.study, args.metric)
+    scores = compute_scores(cells, args.metric)
+    if args.format != "table":
+        _print(scores, args.format)
+        return 0
+    shown = scores_display(scores, expected_best_curves(cells, args.metric))
+    _print(shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    _, cells = _study_cells(args)
+    require_measured(cells, args.study, args.metric)
+    if args.kind == "lr-wd":
+        if args.optimizer is None:
+            names = ", ".join(dict.fromkeys(cells["optimizer"]))
+            raise UserError(f"--kind lr-wd needs --optimizer NAME; this study has: {names}")
+        table = lr_wd_table(cells, args.optimizer, args.metric, args.variant)
+    elif args.kind == "lr-optimizer":
+        table = lr_optimizer_table(cells, args.metric, args.variant, args.wd)
+    else:
+        table = variant_optimizer_table(cells, args.metric, args.lr, args.wd)
+    rows = table_rows(table)
+    if args.format == "csv":
+        pd.DataFrame(rows[1:], columns=rows[0]).to_csv(sys.stdout, index=False)
+        return 0
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Table(title=escape(table.title))
+    for k, header in enumerate(rows[0]):
+        out.add_column(escape(header), justify="left" if k == 0 else "right")
+    for row in rows[1:]:
+        out.add_row(*(escape(v) for v in row))
+    console = Console(width=max(80, 12 * len(rows[0])))
+    console.print(out)
+    for line in table.footer:
+        console.print(line, markup=False)
+    return 0
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustbench_opt.report import render_report, study_figures, write_pngs
+
+    store, cells = _study_cells(args)
+    require_measured(cells, args.study, args.metric)
+    epochs = store.epochs_frame(args.study)
+    if args.format == "png":
+        folder = Path(args.output or f"{_safe_stem(args.study)}-figures")
+        written = write_pngs(study_figures(cells, epochs, args.metric), folder)
+        print(f"wrote {len(written)} PNG files into {folder}")
+        return 0
+    path = Path(args.output or f"{_safe_stem(args.study)}-report.html")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: no folder {str(path.parent)!r}; create it")
+    path.write_text(render_report(args.study, cells, epochs, args.metric), encoding="utf-8")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
+    if args.figures:
+        written = write_pngs(study_figures(cells, epochs, args.metric), args.figures)
+        print(f"wrote {len(written)} PNG files into {args.figures}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    rows, unit = read_results_csv(args.file, args.acc_unit)
+    store = _store(args.storage, create=True)
+    if store.has_study(args.study):
+        raise UserError(
+            f"study {args.study!r} already exists in {store.display_url}; "
+            "import under another --study name"
+        )
+    store.import_cells(args.study, rows, source_note=f"imported from {Path(args.file).name}")
+    diverged = sum(r["diverged"] for r in rows)
+    print(
+        f"imported {len(rows)} trials ({diverged} diverged) into study {args.study!r}; "
+        f"accuracies read as {unit}"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from robustbench_opt.serve import serve
+
+    return serve(args.host, args.port, _store(args.storage))

@@ -1,9 +1,185 @@
-"""Placeholder until this command group lands."""
+"""`robustbench-opt run STUDY.yaml` (train the missing cells on Ray Tune) and `status`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+import optuna
+import pandas as pd
+
+from robustbench_opt.cli.train import one_line_errors
+from robustbench_opt.errors import unknown
+from robustbench_opt.runner import Plan, duration, make_plan
+from robustbench_opt.spec import load_study
+from robustbench_opt.storage import Store, resolve_url
+from robustbench_opt.storage.tables import FINISHED, STATES
+
+STORAGE_HELP = "database URL (default: $ROBUSTBENCH_STORAGE, else sqlite:///storage/robustbench.db)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds this module's subcommands."""
+    """Adds the `run` and `status` subcommands."""
+    p = sub.add_parser(
+        "run",
+        help="train a study's missing or failed cells on Ray Tune",
+        description="Train every cell of a study that is not finished yet; rerun to resume.",
+        allow_abbrev=False,
+    )
+    one_line_errors(p)
+    p.add_argument("study_file", metavar="STUDY.yaml")
+    p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument(
+        "--address", help="join this Ray cluster (HOST:PORT; default $RAY_ADDRESS, else local)"
+    )
+    p.add_argument(
+        "--max-concurrent", type=_positive_int, help="at most N trials at once (default: as fits)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument(
+        "--study-name",
+        help="store under this name instead of the file's `name` (to run a changed file anew)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "status",
+        help="cells done, diverged, failed, running and pending per optimizer",
+        allow_abbrev=False,
+    )
+    one_line_errors(p)
+    p.add_argument("study", nargs="?", help="one study (default: all)")
+    p.add_argument("--storage", help=STORAGE_HELP)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
+    spec = load_study(args.study_file)
+    study = args.study_name or spec.name
+    url = resolve_url(args.storage)
+    store = Store(url) if (not args.dry_run or Store.exists(url)) else None
+    plan = make_plan(store, spec, study)
+    _print_plan(plan, args.study_file, url)
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    assert store is not None
+    if not plan.to_run:
+        if plan.busy:
+            print(f"nothing to train: the {plan.busy} unfinished cells are claimed by another run")
+        else:
+            print(f"nothing to train: all {len(plan.cells)} cells are finished")
+    else:
+        from robustbench_opt.runner.execute import run_plan
+
+        outcome = run_plan(
+            store, spec, plan, address=args.address, max_concurrent=args.max_concurrent
+        )
+        ratio = outcome.wall_seconds / outcome.trial_seconds if outcome.trial_seconds else 0.0
+        print(
+            f"trained {len(outcome.claimed)} cells in {duration(outcome.wall_seconds)} "
+            f"(trial time {duration(outcome.trial_seconds)}, wall/trial {ratio:.2f})"
+        )
+    frame = store.cells_frame(study)
+    print(scores_text(frame))
+    _print_where(study, url)
+    failed = frame[frame["state"] == "failed"]
+    for row in failed.itertuples():
+        print(
+            f"failed: cell {row.cell_id} ({row.optimizer}, {row.variant}, lr={row.lr:g}, "
+            f"wd={row.weight_decay:g}, seed={row.seed}): {row.error}",
+            file=sys.stderr,
+        )
+    if len(failed):
+        print(f"{len(failed)} cells failed; run again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = resolve_url(args.storage)
+    store = Store(url, create=False)
+    names = [s.name for s in store.list_studies()]
+    if args.study is not None and args.study not in names:
+        raise unknown("study", args.study, names, f"see `robustbench-opt status --storage {url}`")
+    if not names:
+        print(f"no studies in {store.display_url}")
+        return 0
+    for name in [args.study] if args.study else names:
+        frame = store.cells_frame(name)
+        print(f"study {name}: {len(frame)} cells")
+        print(status_table(frame).to_string())
+        stale = store.stale_runs(name)
+        if stale:
+            n = sum(1 for run in store.claims(name).values() if run in stale)
+            print(f"  {n} running cells belong to stopped runs; the next `run` retries them")
+    return 0
+
+
+def status_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells per optimizer (rows) and state (columns), with a total row."""
+    table = pd.crosstab(frame["optimizer"], frame["state"]).reindex(columns=list(STATES))
+    table = table.fillna(0).astype(int)
+    table.loc["total"] = table.sum()
+    table.columns.name = None
+    return table
+
+
+def scores_text(frame: pd.DataFrame) -> str:
+    """Final test accuracy (%) per optimizer over its finished cells: mean, var (ddof=0), range."""
+    done = frame[frame["state"].isin(FINISHED)]
+    if done.empty:
+        return "no finished cells yet"
+    acc = done.assign(acc=done["final_test_acc"] * 100.0).groupby("optimizer", sort=False)["acc"]
+    table = pd.DataFrame(
+        {
+            "cells": acc.size(),
+            "mean": acc.mean(),
+            "var": acc.var(ddof=0),
+            "min": acc.min(),
+            "max": acc.max(),
+            "diverged": done.groupby("optimizer", sort=False)["state"].apply(
+                lambda s: int((s == "diverged").sum())
+            ),
+        }
+    )
+    table.index.name = None
+    text = table.to_string(float_format=lambda v: f"{v:.2f}")
+    return "final test accuracy (%) per optimizer over its finished cells:\n" + text
+
+
+def _print_plan(plan: Plan, path: str, url: str) -> None:
+    n_run = len(plan.to_run)
+    total_s = plan.epochs_to_run * plan.seconds_per_epoch
+    source = "measured" if plan.measured else "assumed"
+    print(f"study {plan.study} ({path}) in {url}")
+    print(
+        f"cells: {len(plan.cells)} total, {plan.count('done')} done, "
+        f"{plan.count('diverged')} diverged, {plan.count('failed')} failed, "
+        f"{plan.busy} running elsewhere; {n_run} to run"
+    )
+    if n_run:
+        print(
+            f"cost: {plan.epochs_to_run} epochs x {plan.seconds_per_epoch:.2g} s/epoch "
+            f"({source}, one trial) = {duration(total_s)} of training, before parallelism"
+        )
+
+
+def _print_where(study: str, url: str) -> None:
+    flag = f" --storage {url}" if url != resolve_url(None) else ""
+    print(f"results: study {study!r} in {url}")
+    print(f"  robustbench-opt status {study}{flag}")
+    print(f"  robustbench-opt scores {study}{flag}")
+    print(f"  robustbench-opt report {study}{flag}")
+    print(f"  optuna-dashboard {url}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value

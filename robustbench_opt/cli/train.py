@@ -1,9 +1,326 @@
-"""Placeholder until this command group lands."""
+"""`robustbench-opt train` (one trial, with progress) and `optimizers` (the registry table).
+
+`add_trial_arguments` and `trial_config_from_args` are shared with commands that take the same
+trial options (e.g. `bench`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from robustbench_opt.config import AUGMENTATIONS, SCHEDULES, EpochRecord, Recipe, TrialConfig
+from robustbench_opt.errors import UserError, unknown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds this module's subcommands."""
+    """Adds the `train` and `optimizers` subcommands."""
+    train = sub.add_parser(
+        "train",
+        help="train one trial and print its per-epoch metrics",
+        description="Train one model with one optimizer and recipe; print metrics per epoch.",
+        allow_abbrev=False,
+    )
+    one_line_errors(train)
+    add_trial_arguments(train)
+    train.add_argument(
+        "--json", action="store_true", help="print the TrialResult as JSON on stdout, nothing else"
+    )
+    train.set_defaults(func=run_train)
+
+    optimizers = sub.add_parser(
+        "optimizers",
+        help="list the optimizers and how each applies weight decay",
+        description="List every optimizer name with its aliases, weight-decay mode and reference.",
+        allow_abbrev=False,
+    )
+    one_line_errors(optimizers)
+    optimizers.add_argument(
+        "--full", action="store_true", help="wrap references instead of cutting them to one line"
+    )
+    optimizers.set_defaults(func=run_optimizers)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Makes `parser` report bad arguments as one `error: ...` line on stderr, exit code 2."""
+
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"error: {parser.prog}: {message}\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def _number(
+    kind: type[int] | type[float],
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse type: a finite int or float within the given bounds."""
+    bounds = [(">", gt), (">=", ge), ("<", lt), ("<=", le)]
+    rule = " and ".join(f"{op} {v:g}" for op, v in bounds if v is not None)
+    checks = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun} {rule}, got {text!r}") from None
+        ok = math.isfinite(value) and all(
+            checks[op](float(value), float(v)) for op, v in bounds if v is not None
+        )
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _augmentations(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise argparse.ArgumentTypeError(str(unknown("augmentation", name, AUGMENTATIONS)))
+    return names
+
+
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epochs such as 150,225, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"milestones must be epochs >= 1, got {text!r}")
+    return values
+
+
+def _keyword(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE such as rho=0.05 or betas=[0.9,0.99], got {text!r}"
+        )
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"value of {key!r} is not a YAML value: {raw!r}") from None
+
+
+_DATA_ON_DEVICE = {"auto": None, "on": True, "off": False}
+
+
+def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define one trial (shared by `train` and `bench`)."""
+    defaults = Recipe()
+    add = parser.add_argument
+    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100")
+    add("--model", default="simple_cnn", help="model name, e.g. simple_cnn, resnet20, resnet18")
+    add("--optimizer", default="adam", help="optimizer name (see `robustbench-opt optimizers`)")
+    add("--lr", type=_number(float, gt=0), default=1e-3, help="learning rate (> 0)")
+    add("--weight-decay", type=_number(float, ge=0), default=0.0, help="weight decay (>= 0)")
+    add("--epochs", type=_number(int, ge=1), default=defaults.epochs)
+    add("--seed", type=int, default=0)
+    add("--batch-size", type=_number(int, ge=1), default=defaults.batch_size)
+    add("--schedule", choices=SCHEDULES, default=defaults.schedule, help="lr schedule per epoch")
+    add("--milestones", type=_milestones, default=(), help="step schedule epochs, e.g. 150,225")
+    add("--gamma", type=_number(float, gt=0), default=defaults.step_gamma, help="step factor")
+    add(
+        "--augment",
+        type=_augmentations,
+        default=(),
+        help="comma list of " + ",".join(AUGMENTATIONS),
+    )
+    add("--cutmix", type=_number(float, ge=0, le=1), default=0.0, metavar="PROB")
+    add("--cutmix-alpha", type=_number(float, gt=0), default=defaults.cutmix_alpha)
+    add("--wd-off-fraction", type=_number(float, ge=0, le=1), default=None, metavar="F")
+    add("--early-stopping", type=_number(int, ge=1), default=None, metavar="PATIENCE")
+    add("--divergence-factor", type=_number(float, gt=0), default=defaults.divergence_factor)
+    add(
+        "--sam-equal-compute", action="store_true", help="two-pass optimizers train half the epochs"
+    )
+    add("--val-fraction", type=_number(float, ge=0, lt=1), default=0.0)
+    add("--data-dir", default=None, help="CIFAR: directory holding cifar-10-batches-py")
+    add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
+    add("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    add("--data-on-device", choices=tuple(_DATA_ON_DEVICE), default="auto")
+    add("--channels-last", action="store_true", help="NHWC memory format")
+    add("--amp-bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add(
+        "--opt",
+        type=_keyword,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="optimizer keyword, YAML value; repeatable (--opt base=adam --opt rho=0.05)",
+    )
+
+
+def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """The TrialConfig the parsed trial options describe."""
+    kwargs: dict[str, Any] = {}
+    for key, value in args.opt:
+        if key in kwargs:
+            raise UserError(f"optimizer keyword {key!r} given twice with --opt; give it once")
+        kwargs[key] = value
+    recipe = Recipe(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+        step_milestones=args.milestones,
+        step_gamma=args.gamma,
+        augment=args.augment,
+        cutmix_prob=args.cutmix,
+        cutmix_alpha=args.cutmix_alpha,
+        wd_off_fraction=args.wd_off_fraction,
+        early_stopping_patience=args.early_stopping,
+        divergence_factor=args.divergence_factor,
+        sam_equal_compute=args.sam_equal_compute,
+        data_on_device=_DATA_ON_DEVICE[args.data_on_device],
+        channels_last=args.channels_last,
+        amp_bf16=args.amp_bf16,
+        compile=args.compile,
+    )
+    return TrialConfig(
+        dataset=args.dataset,
+        model=args.model,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        recipe=recipe,
+        optimizer_kwargs=kwargs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        download=args.download,
+        val_fraction=args.val_fraction,
+        device=args.device,
+    )
+
+
+def format_epoch(record: EpochRecord, epochs: int) -> str:
+    """One readable line per epoch."""
+    line = (
+        f"epoch {record.epoch:>3}/{epochs}  lr {record.lr:.3g}  "
+        f"train loss {_loss(record.train_loss)} acc {record.train_acc:.4f}  "
+        f"test loss {_loss(record.test_loss)} acc {record.test_acc:.4f}"
+    )
+    if record.val_loss is not None and record.val_acc is not None:
+        line += f"  val loss {_loss(record.val_loss)} acc {record.val_acc:.4f}"
+    return line + f"  {record.seconds:.1f}s"
+
+
+def _loss(value: float) -> str:
+    """4 decimals, or scientific notation for a loss that blew up."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Runs one trial with a progress bar on stderr; prints epochs and a summary (or JSON)."""
+    from robustbench_opt.train import run_trial  # torch import only when training
+
+    config = trial_config_from_args(args)
+    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+    out = err if args.json else Console(markup=False, highlight=False, soft_wrap=True)
+    # Epoch lines go above a live bar when both share a terminal; otherwise to `out`.
+    lines = err if err.is_terminal and (args.json or out.is_terminal) else out
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    task = progress.add_task("train", total=None, epoch=0, epochs=config.recipe.epochs)
+    shown = {"epochs": config.recipe.epochs}
+
+    def on_batch(epoch: int, epochs: int, batch: int, batches: int | None) -> None:
+        shown["epochs"] = epochs
+        if batch == 1:
+            progress.start()
+            progress.reset(task, total=batches, epoch=epoch, epochs=epochs)
+        progress.update(task, completed=batch)
+
+    def on_epoch(record: EpochRecord) -> None:
+        lines.print(format_epoch(record, shown["epochs"]))
+
+    try:
+        result = run_trial(config, on_epoch=on_epoch, on_batch=on_batch)
+    finally:
+        progress.stop()
+    if args.json:
+        print(json.dumps(_finite_or_null(result.to_dict())))
+        return 0
+    best = f"best test acc {result.best_test_acc:.4f} (epoch {result.best_epoch})"
+    if result.test_acc_at_best_val is not None:
+        best += f"; test acc at best val {result.test_acc_at_best_val:.4f}"
+        best += f" (epoch {result.best_val_epoch})"
+    out.print(
+        f"{result.status}: final test acc {result.final_test_acc:.4f} "
+        f"(epoch {result.epochs[-1].epoch}); {best}; wall time {result.wall_seconds:.1f}s"
+    )
+    if result.diverged_reason:
+        out.print(f"reason: {result.diverged_reason}")
+    for note in result.notes:
+        out.print(f"note: {note}")
+    return 0
+
+
+def run_optimizers(args: argparse.Namespace) -> int:
+    """Prints the optimizer registry as a table."""
+    from robustbench_opt.optim import list_optimizers
+
+    rows = [
+        (
+            info.name,
+            ", ".join(info.aliases),
+            info.weight_decay_mode,
+            "yes" if info.two_pass else "no",
+            info.reference,
+        )
+        for info in list_optimizers()
+    ]
+    console = Console()
+    table = Table(title="optimizers (use --optimizer NAME or an alias)")
+    used = 1  # the left border; each column adds its width, 2 of padding and 1 of border
+    for index, column in enumerate(("name", "aliases", "weight decay", "two-pass")):
+        width = max(len(column), *(len(row[index]) for row in rows))
+        table.add_column(column, no_wrap=True, min_width=width)
+        used += width + 3
+    room = max(10, console.width - used - 3)  # reference text width that fits the console
+    table.add_column("reference", overflow="fold", max_width=room)
+    for row in rows:
+        cells = [Text(cell) for cell in row]
+        if not args.full:
+            cells[-1].truncate(room, overflow="ellipsis")
+        table.add_row(*cells)
+    console.print(table)
+    return 0
+
+
+def _finite_or_null(value: Any) -> Any:
+    """Non-finite floats (a diverged loss) become null, so the output is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value

@@ -1,0 +1,33 @@
+"""Robustness analysis: pure functions on result frames (no torch, Ray or plotly)."""
+
+from __future__ import annotations
+
+from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
+from robustbench_opt.analysis.results import load_results, results_frame
+from robustbench_opt.analysis.scores import (
+    cell_means,
+    compute_scores,
+    expected_best,
+    expected_best_curves,
+)
+from robustbench_opt.analysis.tables import (
+    lr_optimizer_table,
+    lr_wd_table,
+    table_rows,
+    variant_optimizer_table,
+)
+
+__all__ = [
+    "cell_means",
+    "compute_scores",
+    "expected_best",
+    "expected_best_curves",
+    "load_results",
+    "lr_optimizer_table",
+    "lr_wd_table",
+    "paper_table_path",
+    "read_results_csv",
+    "results_frame",
+    "table_rows",
+    "variant_optimizer_table",
+]

@@ -1,0 +1,70 @@
+"""Per-trial results of a study as one DataFrame (for the CLI and for notebooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from robustbench_opt.errors import UserError, unknown
+
+STATES = ("done", "diverged", "failed", "running", "pending")
+RESULT_COLUMNS = [
+    "optimizer", "variant", "lr", "weight_decay", "seed", "state", "diverged", "final_test_acc",
+    "best_test_acc", "best_epoch", "test_acc_at_best_val", "epochs_run", "seconds", "error",
+    "cell_id",
+]  # fmt: skip
+
+
+def require_study(store, study: str) -> None:
+    """One-line error for a study the database does not hold (closest match, existing names)."""
+    if store.has_study(study):
+        return
+    names = [s.name for s in store.list_studies()]
+    if not names:
+        raise UserError(
+            f"no study {study!r}: the database holds no studies yet; run one with "
+            "`robustbench-opt run STUDY.yaml` or import a CSV with `robustbench-opt import`"
+        )
+    raise unknown("study", study, names, "list them with `robustbench-opt studies`")
+
+
+def results_frame(
+    cells: pd.DataFrame,
+    optimizers: Sequence[str] = (),
+    variants: Sequence[str] = (),
+    states: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Cells with a `diverged` column, filtered (empty filter = all), in grid order."""
+    out = cells.assign(diverged=cells["state"].eq("diverged"))
+    for column, wanted, flag in (
+        ("optimizer", optimizers, "--optimizer"),
+        ("variant", variants, "--variant"),
+        ("state", states, "--state"),
+    ):
+        choices = STATES if column == "state" else out[column].unique().tolist()
+        for value in wanted:
+            if value not in choices:
+                raise unknown(column, value, choices, f"fix {flag}")
+        if wanted:
+            out = out[out[column].isin(wanted)]
+    order = ["optimizer", "variant", "lr", "weight_decay", "seed"]
+    return out.sort_values(order, kind="stable")[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def load_results(
+    study: str,
+    storage: str | None = None,
+    optimizers: Sequence[str] = (),
+    variants: Sequence[str] = (),
+    states: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Every trial of `study` (one row per grid cell x seed); accuracies are fractions.
+
+    `storage` is a database URL; None means $ROBUSTBENCH_STORAGE, else the default SQLite file.
+    """
+    from robustbench_opt.storage import Store, resolve_url
+
+    store = Store(resolve_url(storage))
+    require_study(store, study)
+    return results_frame(store.cells_frame(study), optimizers, variants, states)

@@ -1,0 +1,262 @@
+"""Time one trial configuration two ways on the current device, in the same run.
+
+- `plain`: what most users would write. A map-style Dataset applying the torchvision v2
+  transforms per image (augmentation, ToDtype, Normalize), a shuffling DataLoader (workers as
+  the product's loader picks them), CutMix on the collated batch, an eager model: no
+  channels_last, no autocast, no compile.
+- `device`: our path. The training split on the device, batched augmentation there
+  (`data.device.device_batches`), and the recipe's speed options (channels_last, bf16 autocast,
+  torch.compile) as the trial would use them.
+
+Both train the same model from the same initial weights with the same optimizer, batch size and
+augmentation. Each path runs `warmup` untimed epochs (worker start-up, cuDNN autotuning,
+compilation), then `epochs` timed ones; the clock stops after a device synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from robustbench_opt.config import TrialConfig
+from robustbench_opt.data import DataSplits, load_splits
+from robustbench_opt.data.device import device_batches
+from robustbench_opt.data.loader import MAX_WORKERS
+from robustbench_opt.data.transforms import batch_cutmix, image_transform
+from robustbench_opt.models import build_model
+from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
+from robustbench_opt.train import check_recipe, describe_device, package_versions, pick_device
+
+PATHS = ("plain", "device")
+Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]  # epoch (1-based) -> batches
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """Throughput of one path, with its provenance."""
+
+    path: str  # "plain" or "device"
+    device: str  # e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu (x86_64, 2 threads)"
+    images_per_s: float  # training images per second over the timed epochs
+    seconds_per_epoch: float  # mean wall time of a timed epoch
+    peak_memory_bytes: int  # CUDA: max allocated; CPU: peak RSS growth of this process
+    memory_kind: str  # "cuda max allocated" or "cpu peak rss delta"
+    images: int  # training images in the timed epochs
+    epochs: int  # timed epochs
+    warmup_epochs: int
+    workers: int  # DataLoader worker processes (0 for the device path)
+    speedup: float  # images_per_s / the plain path's images_per_s
+    options: dict[str, Any]  # speed options this path used
+    versions: dict[str, str]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PerImage(Dataset):
+    """Image i through the per-image torchvision pipeline, as a float32 normalised tensor."""
+
+    def __init__(self, splits: DataSplits, transform: v2.Transform):
+        self.splits, self.transform = splits, transform
+
+    def __len__(self) -> int:
+        return len(self.splits.train_y)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.splits.train_x[index]), self.splits.train_y[index]
+
+
+def plain_workers(config: TrialConfig) -> int:
+    """DataLoader processes for the plain path: the product loader's rule."""
+    if not config.recipe.augment:
+        return 0
+    return min(MAX_WORKERS, (os.cpu_count() or 1) - 1)
+
+
+def plain_batches(
+    splits: DataSplits, config: TrialConfig, device: torch.device, workers: int
+) -> Batches:
+    """The textbook loop's batches: per-image transforms, DataLoader, CutMix after collation."""
+    recipe = config.recipe
+    steps = image_transform(recipe, splits.image_size)
+    transform = v2.Compose(
+        [
+            *(steps.transforms if steps is not None else []),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(splits.mean), list(splits.std)),
+        ]
+    )
+    cutmix = batch_cutmix(recipe, splits.num_classes)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        PerImage(splits, transform),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        persistent_workers=workers > 0,
+    )
+
+    def epoch(_: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in loader:
+            if cutmix is not None and torch.rand(()) < recipe.cutmix_prob:
+                images, labels = cutmix(images, labels)
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    return epoch
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if platform.system() == "Darwin" else peak * 1024
+
+
+class _Memory:
+    """Peak memory while a path runs: CUDA max allocated, or the peak growth of the RSS."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.kind = "cuda max allocated" if self.cuda else "cpu peak rss delta"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device, self.start = device, _rss_bytes()
+        self.peak = self.start
+
+    def sample(self) -> None:
+        if not self.cuda:
+            self.peak = max(self.peak, _rss_bytes())
+
+    def result(self) -> int:
+        if self.cuda:
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return self.peak - self.start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def run_path(
+    path: str,
+    config: TrialConfig,
+    splits: DataSplits,
+    device: torch.device,
+    epochs: int,
+    warmup: int,
+) -> BenchRecord:
+    """Trains `warmup` + `epochs` epochs along `path`; times the last `epochs`."""
+    fast = path == "device"
+    recipe = config.recipe
+    options = {
+        "channels_last": fast and recipe.channels_last,
+        "amp_bf16": fast and recipe.amp_bf16 and device.type == "cuda",
+        "compile": fast and recipe.compile,
+    }
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
+    model = model.to(device)
+    if options["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    built = build_optimizer(
+        model.parameters(), config.optimizer, config.lr, config.weight_decay,
+        config.optimizer_kwargs,
+    )  # fmt: skip
+    forward: Callable[[Tensor], Tensor] = torch.compile(model) if options["compile"] else model
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext
+    if options["amp_bf16"]:
+        autocast = partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+    workers = 0 if fast else plain_workers(config)
+    if fast:
+
+        def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
+            return device_batches(splits, recipe, device, config.seed, epoch)
+    else:
+        batches = plain_batches(splits, config, device, workers)
+    memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    for epoch in range(1, warmup + 1):
+        _train(model, forward, built, batches(epoch), memory_format, autocast, None)
+    _synchronize(device)
+    memory = _Memory(device)
+    start = time.perf_counter()
+    images = 0
+    for epoch in range(warmup + 1, warmup + epochs + 1):
+        images += _train(model, forward, built, batches(epoch), memory_format, autocast, memory)
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    return BenchRecord(
+        path=path,
+        device=describe_device(device),
+        images_per_s=images / seconds,
+        seconds_per_epoch=seconds / epochs,
+        peak_memory_bytes=memory.result(),
+        memory_kind=memory.kind,
+        images=images,
+        epochs=epochs,
+        warmup_epochs=warmup,
+        workers=workers,
+        speedup=1.0,
+        options=options,
+        versions=package_versions(),
+        config=config.to_dict(),
+    )
+
+
+def _train(
+    model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
+    built: BuiltOptimizer,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    memory_format: torch.memory_format,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    memory: _Memory | None,
+) -> int:
+    """One epoch of optimizer steps; returns the number of training images."""
+    model.train()
+    seen = 0
+    for inputs, targets in batches:
+        inputs = inputs.contiguous(memory_format=memory_format)
+
+        def compute_loss(inputs: Tensor = inputs, targets: Tensor = targets) -> Tensor:
+            with autocast():
+                logits = forward(inputs)
+            return F.cross_entropy(logits.float(), targets)
+
+        optimizer_step(model, built, compute_loss)
+        seen += targets.shape[0]
+        if memory is not None:
+            memory.sample()
+    return seen
+
+
+def bench(config: TrialConfig, epochs: int = 2, warmup: int = 1) -> list[BenchRecord]:
+    """Both paths on the trial's device, plain first; `speedup` relative to plain."""
+    check_recipe(config.recipe)
+    device = pick_device(config.device)
+    splits = load_splits(config.dataset, config.data_dir, config.download, config.val_fraction)
+    records = [run_path(path, config, splits, device, epochs, warmup) for path in PATHS]
+    base = records[0].images_per_s
+    return [replace(r, speedup=r.images_per_s / base) for r in records]

@@ -1,0 +1,118 @@
+"""Trial packing: how much of one GPU a trial should take (Ray fractional GPUs, `gpus: auto`).
+
+A small trial leaves most of a GPU idle, so several of them can share it. The rule, from the
+model's size on the trial's data set (parameters and per-image activations, measured by one
+forward pass on the meta device: no memory, no data):
+
+- work per step = batch size x activation elements per image. A GPU is taken to be busy from
+  `SATURATING_WORK` elements per step; below that, k trials share it while k x work fits.
+- memory = weights, gradients and up to three optimizer-state copies (fp32), activations saved
+  for backward (x 2 for their gradients), the training split on the device (uint8) and a fixed
+  per-process overhead (CUDA context, allocator); k trials must fit `REFERENCE_GPU_BYTES`.
+- trials per GPU k = the largest power of two <= `MAX_TRIALS_PER_GPU` meeting both; the
+  fraction is 1 / k (exact binary fractions, as Ray's resource accounting wants).
+
+A study that names a fraction in `resources.gpus` uses that instead (the runner decides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from robustbench_opt.config import TrialConfig
+from robustbench_opt.errors import unknown
+from robustbench_opt.models import build_model
+
+SATURATING_WORK = 2**28  # activation elements per step from which one trial keeps a GPU busy
+REFERENCE_GPU_BYTES = 16 * 2**30  # memory of the smallest GPU we plan for (T4, V100-16GB)
+PROCESS_OVERHEAD_BYTES = 2**30  # CUDA context + allocator slack per trial process
+STATE_COPIES = 5  # fp32 weights, gradients, up to three optimizer states (SAM: + perturbation)
+MAX_TRIALS_PER_GPU = 8
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What packing needs to know about a data set without loading it."""
+
+    channels: int
+    image_size: int
+    train_images: int
+    num_classes: int
+
+
+DATA_SHAPES: dict[str, DataShape] = {
+    "digits": DataShape(1, 8, 1437, 10),  # 1797 images, 80% stratified train split
+    "cifar10": DataShape(3, 32, 50_000, 10),
+    "cifar100": DataShape(3, 32, 50_000, 100),
+}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A model's size on a data set: parameters and forward activation elements per image."""
+
+    params: int
+    activations: int  # sum of the output elements of every leaf module, one image
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The packing decision for one trial and the numbers behind it."""
+
+    footprint: Footprint
+    step_work: int  # batch size x activations
+    memory_bytes: int  # one trial's estimated peak GPU memory
+    trials_per_gpu: int
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 / self.trials_per_gpu
+
+
+@lru_cache(maxsize=64)
+def footprint(model: str, dataset: str) -> Footprint:
+    """Parameters and per-image activation elements of `model` on `dataset` (meta device)."""
+    if dataset not in DATA_SHAPES:
+        raise unknown("dataset", dataset, DATA_SHAPES, "use one of these in the study file")
+    shape = DATA_SHAPES[dataset]
+    with torch.device("meta"):
+        net = build_model(model, shape.num_classes, shape.channels, shape.image_size)
+        image = torch.empty(1, shape.channels, shape.image_size, shape.image_size)
+    total = 0
+
+    def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel()
+
+    leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    with torch.no_grad():
+        net(image)
+    for handle in handles:
+        handle.remove()
+    return Footprint(params=sum(p.numel() for p in net.parameters()), activations=total)
+
+
+def estimate(config: TrialConfig) -> Estimate:
+    """The packing rule of the module docstring applied to one trial."""
+    size = footprint(config.model, config.dataset)
+    shape = DATA_SHAPES[config.dataset]
+    batch = config.recipe.batch_size
+    step_work = batch * size.activations
+    data_bytes = shape.train_images * shape.channels * shape.image_size**2
+    memory = (
+        PROCESS_OVERHEAD_BYTES + STATE_COPIES * 4 * size.params + 2 * 4 * step_work + data_bytes
+    )
+    k = MAX_TRIALS_PER_GPU
+    while k > 1 and (k * step_work > SATURATING_WORK or k * memory > REFERENCE_GPU_BYTES):
+        k //= 2
+    return Estimate(size, step_work, memory, k)
+
+
+def gpu_fraction(config: TrialConfig) -> float:
+    """Fraction of one GPU the trial should take: 1, 1/2, 1/4 or 1/8 (see module docstring)."""
+    return estimate(config).fraction

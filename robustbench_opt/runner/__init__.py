@@ -1,0 +1,10 @@
+"""Runs a study's missing cells on Ray Tune; the driver process is the only database writer.
+
+`plan` (no Ray import) decides what a run would train; `execute` trains it on Ray Tune.
+"""
+
+from __future__ import annotations
+
+from robustbench_opt.runner.plan import Plan, duration, make_plan
+
+__all__ = ["Plan", "duration", "make_plan"]

@@ -1,0 +1,346 @@
+"""Trains a plan's cells on Ray Tune and records them through the Store (driver side only).
+
+Tune owns scheduling: one trial per claimed cell (`grid_search` over cell ids), reused actors,
+no retries inside Tune. Workers only train and `tune.report` JSON strings, one per epoch
+(`rbo_epoch`) and one at the end (`rbo_result`); they hold no database code or credentials.
+A driver-side `tune.Callback` writes every event. Claims plus a heartbeat keep concurrent runs
+from training a cell twice; cells a run leaves unfinished are retried by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import ray
+from ray import tune
+
+from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
+from robustbench_opt.errors import UserError
+from robustbench_opt.runner.plan import Plan, duration
+from robustbench_opt.spec import StudySpec
+from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
+from robustbench_opt.storage.tables import DIVERGED, DONE, FAILED
+
+TrialFn = Callable[[TrialConfig, Callable[[EpochRecord], None]], TrialResult]
+Resources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
+
+
+def default_trial_fn(config: TrialConfig, on_epoch: Callable[[EpochRecord], None]) -> TrialResult:
+    """Trains one cell (torch is imported in the worker only)."""
+    from robustbench_opt.train import run_trial
+
+    return run_trial(config, on_epoch)
+
+
+@dataclass
+class Outcome:
+    """What a run did."""
+
+    claimed: list[str]  # cell ids this run trained (or tried to)
+    failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
+    recovered: list[str] = field(default_factory=list)  # cells freed from dead runs
+    wall_seconds: float = 0.0  # whole run, Ray start included
+    trial_seconds: float = 0.0  # summed wall time of the finished trials
+
+
+def run_plan(
+    store: Store,
+    spec: StudySpec,
+    plan: Plan,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    trial_fn: TrialFn | None = None,
+    progress: TextIO | None = None,
+) -> Outcome:
+    """Trains the plan's cells on Ray Tune and records them; returns what happened.
+
+    Nothing is written before Ray is reachable and the trial resources fit the cluster.
+    The progress line goes to `progress` (default: stderr).
+    """
+    started = time.perf_counter()
+    ray_started = connect(address)
+    try:
+        configs = {c.cell_id(plan.study): c for c in plan.to_run}
+        resources = trial_resources(spec, configs)
+        store.register_study(plan.study, plan.spec, plan.cells)
+        run_id = store.start_run(plan.study)
+        beat = _Heartbeat(store, run_id)
+        try:
+            recovered = store.recover_stale(plan.study)
+            claimed = store.claim(plan.study, run_id, list(configs))
+            outcome = Outcome(claimed, recovered=recovered.failed)
+            if claimed:
+                recorder = _Recorder(store, plan.study, len(claimed), progress or sys.stderr)
+                _fit(
+                    {cid: configs[cid] for cid in claimed},
+                    resources,
+                    max_concurrent or spec.max_concurrent,
+                    trial_fn or default_trial_fn,
+                    recorder,
+                    f"{plan.study}-{run_id}",
+                )
+                recorder.close()
+                outcome.failed = recorder.failed
+                outcome.trial_seconds = recorder.trial_seconds
+        finally:
+            beat.stop()
+            store.release(run_id)
+    finally:
+        if ray_started:
+            ray.shutdown()
+    outcome.wall_seconds = time.perf_counter() - started
+    return outcome
+
+
+def connect(address: str | None) -> bool:
+    """Connects to Ray: `address` or $RAY_ADDRESS, else starts a local cluster.
+
+    Reuses an initialised Ray. Returns True when this call started Ray (caller shuts it down).
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        return True
+    _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(
+            f"cannot join the Ray cluster at {address!r}: {first}; check --address or "
+            "$RAY_ADDRESS, and RAY_AUTH_MODE / RAY_AUTH_TOKEN if the cluster uses token auth"
+        ) from None
+    return True
+
+
+def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> Resources:
+    """Ray resources per trial; refuses what the cluster could never schedule."""
+    cluster = ray.cluster_resources()
+    cpus, gpus = float(spec.resources.cpus), spec.resources.gpus
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if cpus > have_cpu:
+        raise UserError(
+            f"resources.cpus={cpus:g} per trial but the Ray cluster has {have_cpu:g} CPUs; "
+            "lower resources.cpus in the study file or add nodes"
+        )
+    if gpus == "auto":
+        if have_gpu == 0:
+            return {"cpu": cpus, "gpu": 0.0}
+        fraction = _gpu_fraction()
+        return lambda params: {"cpu": cpus, "gpu": fraction(configs[params["cell_id"]])}
+    if gpus > 0 and have_gpu == 0:
+        raise UserError(
+            f"resources.gpus={gpus:g} per trial but the Ray cluster has no GPU; "
+            "set resources.gpus to 0 or auto, or join a cluster with GPUs via --address"
+        )
+    return {"cpu": cpus, "gpu": float(gpus)}
+
+
+def _trainable(
+    params: dict[str, Any], configs: dict[str, dict[str, Any]], trial_fn: TrialFn
+) -> None:
+    """One Tune trial (worker side): train one cell, report each epoch and the result."""
+    config = TrialConfig.from_dict(configs[params["cell_id"]])
+
+    def on_epoch(record: EpochRecord) -> None:
+        tune.report({"rbo_epoch": json.dumps(dataclasses.asdict(record))})
+
+    result = trial_fn(config, on_epoch)
+    tune.report({"rbo_result": json.dumps(result.to_dict())})
+
+
+def _fit(
+    configs: dict[str, TrialConfig],
+    resources: Resources,
+    max_concurrent: int | None,
+    trial_fn: TrialFn,
+    recorder: tune.Callback,
+    name: str,
+) -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output prints even at verbose=0
+    # Tune logs every trial traceback and its file writes; errors are recorded in the database
+    # and summarised by `run`, so keep the terminal to our progress line.
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
+    plain = {cid: c.to_dict() for cid, c in configs.items()}
+    trainable = tune.with_parameters(_trainable, configs=plain, trial_fn=trial_fn)
+    results_dir = tempfile.mkdtemp(prefix="rbo-tune-")  # Tune's own files; the DB has ours
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space={"cell_id": tune.grid_search(list(configs))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent or 0, reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=results_dir,
+                verbose=0,
+                callbacks=[recorder],
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        tuner.fit()
+    finally:
+        tune_logger.setLevel(level)
+        shutil.rmtree(results_dir, ignore_errors=True)
+
+
+class _Recorder(tune.Callback):
+    """Driver-side Tune callback: writes every trial event through the Store, shows progress."""
+
+    def __init__(self, store: Store, study: str, total: int, stream: TextIO) -> None:
+        self.store, self.study, self.total, self.stream = store, study, total, stream
+        self.running: set[str] = set()
+        self.finished: dict[str, str] = {}  # cell id -> done | diverged | failed
+        self.failed: dict[str, str] = {}  # cell id -> error
+        self.trial_seconds = 0.0
+        self.started = time.monotonic()
+        self.tty = stream.isatty()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its run config for restores, which we never do: drop the live handles."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "stream")}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell_id = trial.config["cell_id"]
+        self.store.record_start(self.study, cell_id)
+        self.running.add(cell_id)
+        self._show()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        cell_id = trial.config["cell_id"]
+        if "rbo_epoch" in result:
+            record = EpochRecord(**json.loads(result["rbo_epoch"]))
+            self.store.record_epoch(self.study, cell_id, record)
+        if "rbo_result" in result:
+            outcome = TrialResult.from_dict(json.loads(result["rbo_result"]))
+            self.store.record_result(self.study, cell_id, outcome)
+            self.trial_seconds += outcome.wall_seconds
+            self._end(cell_id, DIVERGED if outcome.status == "diverged" else DONE)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell_id = trial.config["cell_id"]
+        if cell_id not in self.finished:
+            self._fail(cell_id, "trial ended without reporting a result", "")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._fail(trial.config["cell_id"], *_error_of(trial))
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _fail(self, cell_id: str, error: str, detail: str) -> None:
+        self.store.record_failure(self.study, cell_id, error, detail)
+        self.failed[cell_id] = error
+        self._end(cell_id, FAILED)
+
+    def _end(self, cell_id: str, state: str) -> None:
+        self.running.discard(cell_id)
+        self.finished[cell_id] = state
+        self._show()
+
+    def _show(self) -> None:
+        states = list(self.finished.values())
+        diverged, failed = states.count(DIVERGED), states.count(FAILED)
+        left = self.total - len(states) - len(self.running)
+        line = (
+            f"{self.study}: {states.count(DONE) + diverged}/{self.total} done "
+            f"({diverged} diverged), {len(self.running)} running, {failed} failed, "
+            f"{left} left, ETA {self._eta()}"
+        )
+        self.stream.write("\r\033[K" + line if self.tty else line + "\n")
+        self.stream.flush()
+
+    def _eta(self) -> str:
+        n = len(self.finished)
+        if n == 0:
+            return "?"
+        per_cell = (time.monotonic() - self.started) / n
+        return duration(per_cell * (self.total - n))
+
+
+class _Heartbeat:
+    """Refreshes the run's heartbeat from a daemon thread until stopped."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(store, run_id), daemon=True)
+        self._thread.start()
+
+    def _beat(self, store: Store, run_id: str) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            store.heartbeat(run_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _error_of(trial: Any) -> tuple[str, str]:
+    """A failed trial's error as one line (`Type: message`) and its full traceback.
+
+    Read from the trial's local error files: `Trial.get_error()` reads the storage copy, which
+    is not synced yet when `on_trial_error` runs.
+    """
+    detail, cause = "", None
+    if trial.error_file and os.path.exists(trial.error_file):
+        with open(trial.error_file) as f:
+            detail = f.read()
+    if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+        with open(trial.pickled_error_file, "rb") as f:
+            err = ray.cloudpickle.load(f)
+        cause = getattr(err, "cause", None) or err
+    if cause is None:
+        lines = [line for line in detail.splitlines() if line.strip()]
+        return (lines[-1] if lines else "trial failed without an error message"), detail
+    message = str(cause).strip().splitlines()
+    return (f"{type(cause).__name__}: {message[0]}" if message else type(cause).__name__), detail
+
+
+def _check_reachable(address: str) -> None:
+    """Fails fast, in one line, when a HOST:PORT address does not answer."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"invalid Ray address {address!r}; valid: HOST:PORT, ray://HOST:PORT or auto; "
+            "fix --address or $RAY_ADDRESS"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; "
+            "check --address or $RAY_ADDRESS and that the head node is up"
+        ) from None
+
+
+def _gpu_fraction() -> Callable[[TrialConfig], float]:
+    """GPU share per trial from robustbench_opt.packing; a whole GPU until that module exists."""
+    try:
+        from robustbench_opt.packing import gpu_fraction
+    except ModuleNotFoundError:
+        return lambda config: 1.0
+    return lambda config: float(gpu_fraction(config))

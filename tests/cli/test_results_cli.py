@@ -1,0 +1,162 @@
+"""The results commands end to end on a real SQLite database built through the storage code."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robustbench_opt.analysis.importing import paper_table_path
+from robustbench_opt.cli import main
+from robustbench_opt.config import TrialConfig
+from robustbench_opt.storage import Store
+
+TABLE3_LAYOUT = [
+    ["lr \\ wd", "1e-4", "5e-4", "1e-3", "5e-3", "1e-2"],
+    ["1e-3", "96.32", "96.49", "96.40", "96.65", "96.66"],
+    ["5e-3", "96.90", "97.00", "96.85", "97.20", "97.34"],
+    ["1e-2", "96.87", "97.20", "97.01", "97.40", "97.47"],
+    ["5e-2", "97.04", "97.20", "97.43", "97.31", "97.27"],
+    ["1e-1", "96.94", "97.38", "97.44", "97.29", "96.73"],
+]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> str:
+    """A database with the paper's Tables 1 and 3 imported, one unrun study and one empty."""
+    path = tmp_path_factory.mktemp("db") / "r.db"
+    url = f"sqlite:///{path}"
+    for name in ("paper_table3", "paper_table1"):
+        assert main(["import", str(paper_table_path(name)), "--study", name, "--storage", url]) == 0
+    configs = [TrialConfig("synthetic", "mlp", "sgd", lr, 0.0) for lr in (0.1, 0.01)]
+    store = Store(url)
+    store.register_study("waiting", {"name": "waiting"}, configs)
+    store.register_study("empty", {"name": "empty"}, [])
+    return url
+
+
+def dump(url: str) -> list[str]:
+    """Every row of the database, to prove a failed command changed nothing."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return list(conn.iterdump())
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_imported_table3_scores_as_the_paper(db, capsys):
+    code, out, _ = run(capsys, "scores", "paper_table3", "--storage", db, "--format", "json")
+    assert code == 0
+    scores = json.loads(out)
+    assert len(scores) == 1
+    assert f"{100 * scores[0]['mean']:.2f}" == "97.03"
+    assert f"{1e4 * scores[0]['variance']:.2f}" == "0.11"
+    code, out, _ = run(capsys, "scores", "paper_table3", "--storage", db)
+    assert code == 0
+    assert "97.03" in out and "0.11" in out and "E[best@5] %" in out
+    assert "diverged cells count with their measured accuracy" in out
+
+
+def test_table_lr_wd_prints_table3_back_in_the_paper_layout(db, capsys):
+    code, out, _ = run(capsys, "table", "paper_table3", "--kind", "lr-wd",
+                       "--optimizer", "proposed", "--storage", db, "--format", "csv")  # fmt: skip
+    assert code == 0
+    assert [line.split(",") for line in out.strip().splitlines()] == TABLE3_LAYOUT
+    code, out, _ = run(capsys, "table", "paper_table3", "--optimizer", "proposed", "--storage", db)
+    lines = [line for line in out.splitlines() if "│" in line or "┃" in line]
+    cells = [[c.strip() for c in line.strip("│┃ ").replace("┃", "│").split("│")] for line in lines]
+    assert cells == TABLE3_LAYOUT
+    assert "mean 97.03  variance 0.11" in out
+
+
+def test_variant_table_and_results_of_table1(db, capsys):
+    code, out, _ = run(capsys, "table", "paper_table1", "--kind", "variant-optimizer",
+                       "--storage", db, "--format", "csv")  # fmt: skip
+    assert code == 0 and out.splitlines()[1] == "baseline,93.95"
+    code, out, _ = run(capsys, "results", "paper_table1", "--storage", db, "--format", "csv")
+    frame = pd.read_csv(io.StringIO(out))
+    assert len(frame) == 5 and set(frame["state"]) == {"done"}
+    assert frame["final_test_acc"].max() == pytest.approx(0.9573)
+    assert {"optimizer", "variant", "lr", "weight_decay", "seed", "diverged", "seconds"} <= set(
+        frame.columns
+    )
+    code, out, _ = run(capsys, "results", "paper_table1", "--variant", "+cutmix",
+                       "--storage", db, "--format", "json")  # fmt: skip
+    assert [r["variant"] for r in json.loads(out)] == ["+cutmix"]
+
+
+def test_studies_lists_progress_and_honours_the_environment(db, capsys, monkeypatch):
+    monkeypatch.setenv("ROBUSTBENCH_STORAGE", db)
+    code, out, _ = run(capsys, "studies", "--format", "json")
+    assert code == 0
+    by_name = {s["study"]: s for s in json.loads(out)}
+    assert by_name["paper_table3"]["done"] == 25 and by_name["paper_table3"]["finished %"] == "100"
+    assert by_name["waiting"]["pending"] == 2 and by_name["waiting"]["finished %"] == "0"
+
+
+def test_load_results_gives_the_same_frame_for_notebooks(db):
+    from robustbench_opt.analysis import load_results
+
+    frame = load_results("paper_table3", storage=db)
+    assert len(frame) == 25 and frame["final_test_acc"].mean() == pytest.approx(0.970316)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scores", "paper_tabel3"], "unknown study 'paper_tabel3'; did you mean 'paper_table3'?"),
+        (["scores", "waiting"], r"study 'waiting' has no finished cells yet \(2 pending\)"),
+        (["table", "empty", "--optimizer", "sgd"], "study 'empty' has no cells yet"),
+        (["scores", "paper_table3", "--metric", "val"], "has no validation results"),
+        (["table", "paper_table3", "--kind", "lr-wd"], "needs --optimizer NAME; .*has: proposed"),
+        (["table", "paper_table3", "--kind", "lr-optimizer"], "several weight_decay values"),
+        (["report", "nope"], "unknown study 'nope'"),
+        (["import", "MISSING.csv", "--study", "x"], "no such file"),
+        (["import", str(paper_table_path("paper_table1")), "--study", "paper_table3"],
+         "study 'paper_table3' already exists"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_line_and_change_nothing(db, capsys, argv, message):
+    before = dump(db)
+    code, out, err = run(capsys, *argv, "--storage", db)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert dump(db) == before
+
+
+def test_bad_csv_import_leaves_the_database_unchanged(db, capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("optimizer,lr,weight_decay,test_acc\nadam,0.1,0,95\nadam,0.01,0,ninety\n")
+    before = dump(db)
+    code, _, err = run(capsys, "import", str(bad), "--study", "fresh", "--storage", db)
+    assert code == 2 and "line 3: test_acc 'ninety' is not a finite number" in err
+    assert dump(db) == before
+
+
+def test_report_writes_one_offline_html(db, capsys, tmp_path):
+    out_file = tmp_path / "r.html"
+    code, out, _ = run(capsys, "report", "paper_table3", "-o", str(out_file), "--storage", db)
+    assert code == 0 and "works offline" in out
+    page = out_file.read_text()
+    assert "<h1>Study paper_table3</h1>" in page and "97.03" in page
+
+
+def test_empty_database_says_so(tmp_path, capsys):
+    url = f"sqlite:///{Path(tmp_path) / 'empty.db'}"
+    code, _, err = run(capsys, "studies", "--storage", url)
+    assert code == 2 and "no results database at" in err
+    assert not (Path(tmp_path) / "empty.db").exists()  # a read does not create a database
+    Store(url)
+    code, out, _ = run(capsys, "studies", "--storage", url)
+    assert code == 0 and "no studies yet" in out
+    code, _, err = run(capsys, "scores", "x", "--storage", url)
+    assert code == 2 and "holds no studies yet" in err

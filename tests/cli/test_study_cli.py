@@ -1,0 +1,109 @@
+"""`robustbench-opt run` and `status`, in process, on the session's local Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+import robustbench_opt.runner.execute as execute
+from robustbench_opt.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, ray_local, fake_trial, study_writer):
+    """A study run to completion once: (study file, storage URL, database file)."""
+    root = tmp_path_factory.mktemp("finished")
+    path = study_writer(root / "done.yaml", "done", [0.1, 0.01])
+    db = root / "r.db"
+    with mock.patch.object(execute, "default_trial_fn", fake_trial()):
+        assert main(["run", str(path), "--storage", f"sqlite:///{db}"]) == 0
+    return path, f"sqlite:///{db}", db
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
+    path = make_study("dry", [0.1, 0.01, 0.001])
+    code, out, _ = run_cli(
+        ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"], capsys
+    )
+    assert code == 0
+    assert "6 total, 0 done, 0 diverged, 0 failed, 0 running elsewhere; 6 to run" in out
+    assert "12 epochs x 1 s/epoch (assumed" in out
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> None:
+    path, url, db = finished
+    before = digest(db)
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+        code, out, _ = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 0
+    assert "nothing to train: all 4 cells are finished" in out
+    assert "adam" in out and "sgd" in out and "optuna-dashboard " + url in out
+    assert digest(db) == before
+
+
+def test_status_counts_per_optimizer(finished, capsys) -> None:
+    _, url, _ = finished
+    code, out, _ = run_cli(["status", "done", "--storage", url], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "study done: 4 cells"
+    assert lines[1].split() == ["done", "diverged", "failed", "running", "pending"]
+    assert lines[3].split() == ["adam", "2", "0", "0", "0", "0"]
+    assert lines[-1].split() == ["total", "4", "0", "0", "0", "0"]
+
+
+def test_status_of_unknown_study_is_one_line(finished, capsys) -> None:
+    _, url, _ = finished
+    code, _, err = run_cli(["status", "dnoe", "--storage", url], capsys)
+    assert code == 2
+    assert err.startswith("error: unknown study 'dnoe'; did you mean 'done'?")
+    assert err.count("\n") == 1
+
+
+def test_changed_study_file_is_refused_with_the_diff(
+    finished, tmp_path: Path, study_writer, capsys
+) -> None:
+    _, url, db = finished
+    before = digest(db)
+    changed = study_writer(tmp_path / "done.yaml", "done", [0.1, 0.02])
+    code, _, err = run_cli(["run", str(changed), "--storage", url], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "was run from a different study file" in err and "lrs" in err
+    assert "--study-name NEW" in err
+    assert digest(db) == before
+    code, out, _ = run_cli(
+        ["run", str(changed), "--storage", url, "--study-name", "done2", "--dry-run"], capsys
+    )
+    assert code == 0 and "4 to run" in out
+    assert digest(db) == before
+
+
+def test_failed_cells_exit_nonzero_and_are_named(
+    tmp_path: Path, make_study, fake_trial, capsys
+) -> None:
+    path = make_study("bad", [0.1, 0.5], optimizers=["adam"])
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with mock.patch.object(execute, "default_trial_fn", fake_trial(fail_lr=0.5)):
+        code, out, err = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 1
+    [line] = [x for x in err.splitlines() if x.startswith("failed: cell")]
+    assert "(adam, default, lr=0.5, wd=0, seed=0): ValueError: boom at lr=0.5" in line
+    assert "1 cells failed; run again to retry them" in err
+    assert "1/2 done" in err  # the progress line

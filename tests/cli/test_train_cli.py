@@ -1,0 +1,137 @@
+"""`robustbench-opt train` and `optimizers`: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_opt.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models on a shared 2-core CI box run ~10x faster this way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Runs the CLI in-process; argparse's SystemExit becomes an exit code."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--optimizer", "adamm"], ["'adamm'", "adam"]),
+        (["--model", "resnet200"], ["'resnet200'", "resnet20"]),
+        (["--dataset", "mnist"], ["'mnist'", "cifar10"]),
+        (["--lr", "-0.1"], ["--lr", "'-0.1'", "> 0"]),
+        (["--lr", "fast"], ["--lr", "'fast'"]),
+        (["--epochs", "2.5"], ["--epochs", "'2.5'"]),
+        (["--schedule", "linear"], ["'linear'", "cosine"]),
+        (["--augment", "crop_flip,mixup"], ["'mixup'", "trivialaugment"]),
+        (["--opt", "rhoo=0.05"], ["'rhoo'"]),
+        (["--opt", "rho"], ["KEY=VALUE", "'rho'"]),
+        (["--opt", "eps=1e-8", "--opt", "eps=1e-6"], ["'eps'", "twice"]),
+        (["--device", "tpu"], ["'tpu'", "cpu"]),
+    ],
+)
+def test_bad_train_input_is_one_error_line(
+    args: list[str], needles: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(["train", "--epochs", "1", *args], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert code == 2 and out == ""
+
+
+def test_missing_cifar_directory_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--epochs", "1"]
+    code, _, err = run_main(args, capsys)
+    assert_one_line_error(code, err, str(tmp_path / "none"), "--download")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "robustbench_opt", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def test_subprocess_non_numeric_lr_and_missing_cifar_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad_lr = run_cli("train", "--lr", "abc")
+    assert bad_lr.returncode == 2 and bad_lr.stdout == ""
+    assert_one_line_error(bad_lr.returncode, bad_lr.stderr, "--lr", "'abc'")
+    missing = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1")
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert_one_line_error(missing.returncode, missing.stderr, str(tmp_path), "--download")
+
+
+def test_json_prints_only_the_trial_result(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--epochs", "2", "--batch-size", "256", "--device", "cpu", "--json"]
+    args += ["--optimizer", "adamw", "--weight-decay", "1e-2", "--opt", "betas=[0.9,0.99]"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0
+    result = json.loads(out)  # stdout is exactly one JSON document
+    assert result["status"] == "completed" and len(result["epochs"]) == 2
+    assert result["optimizer_kwargs"]["betas"] == [0.9, 0.99]
+    assert result["config"]["optimizer_kwargs"] == {"betas": [0.9, 0.99]}
+    assert result["config"]["recipe"]["batch_size"] == 256
+    assert "epoch   2/2" in err  # the readable per-epoch lines go to stderr
+
+
+def test_diverged_trial_exits_0_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--optimizer", "adam", "--lr", "100", "--epochs", "3", "--device", "cpu"]
+    code, out, _ = run_main(args, capsys)
+    assert code == 0
+    assert "epoch   1/3" in out
+    summary = [line for line in out.splitlines() if line.startswith("diverged: final test acc")]
+    assert len(summary) == 1
+
+
+def test_optimizers_table_lists_names_modes_and_two_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_main(["optimizers"], capsys)
+    assert code == 0
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[0]:
+            rows[cells[0]] = cells
+    assert rows["adamw_radam_adabelief"][1:4] == ["proposed", "decoupled", "no"]
+    assert rows["adam"][2:4] == ["l2", "no"]
+    assert rows["sam"][3] == "yes" and rows["asam"][3] == "yes"

@@ -1,0 +1,253 @@
+"""Shared fixtures: a real throwaway PostgreSQL server and a `storage_url` over both backends.
+
+Without PostgreSQL binaries the PostgreSQL cases skip, except when ROBUSTBENCH_TEST_STRICT=1
+(CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+STRICT = os.environ.get("ROBUSTBENCH_TEST_STRICT") == "1"
+
+
+def missing(reason: str) -> None:
+    """Skips a test whose system dependency is absent, or fails it in strict (CI) mode."""
+    if STRICT:
+        pytest.fail(f"{reason} (ROBUSTBENCH_TEST_STRICT=1)")
+    pytest.skip(reason)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _PostgresServer:
+    """initdb + pg_ctl in a temporary directory, run as `postgres` when we are root."""
+
+    def __init__(self, root: Path) -> None:
+        self.initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        self.root = root
+        self.data = root / "data"
+        self.port = _free_port()
+        self.user = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            pw = pwd.getpwnam(self.user)
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "log")
+        self._run(self.pg_ctl, "-D", str(self.data), "-l", log, "-o", opts, "-w", "start")
+
+    def stop(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def url(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[_PostgresServer | None]:
+    """A running PostgreSQL server for the session, or None when it cannot be had."""
+    if not (_pg_bin("initdb") and _pg_bin("pg_ctl")):
+        yield None
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    # Not under pytest's tmp dir: its parents are private to root, and postgres must reach it.
+    root = Path(tempfile.mkdtemp(prefix="rbo-pg-"))
+    server = _PostgresServer(root)
+    try:
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_db_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty results database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    postgres_server = request.getfixturevalue("postgres_server")
+    if postgres_server is None:
+        missing("PostgreSQL server binaries (initdb, pg_ctl) or psycopg not available")
+    return postgres_server.create_database(f"rbo_test_{next(_db_counter)}")
+
+
+# ---------------------------------------------------------------------- Ray and a fake trainer
+
+
+@dataclass
+class FakeTrial:
+    """Stands in for `train.run_trial` where a test is about orchestration, not training.
+
+    Sleeps `epoch_seconds` per epoch, reports every epoch, raises for `fail_lr`, and appends
+    one JSON line per event ("start", "done") to `log` so tests can count trainings per cell.
+    """
+
+    epoch_seconds: float = 0.0
+    fail_lr: float | None = None
+    log: str | None = None
+
+    def __call__(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
+        import json
+        import time
+
+        import ray
+
+        from robustbench_opt.config import EpochRecord, TrialResult
+
+        def note(event: str) -> None:
+            if self.log:
+                key = [config.optimizer_label, config.lr, config.weight_decay, config.seed]
+                with open(self.log, "a") as f:
+                    f.write(json.dumps({"event": event, "cell": key}) + "\n")
+
+        note("start")
+        if config.lr == self.fail_lr:
+            raise ValueError(f"boom at lr={config.lr:g}")
+        epochs = []
+        for epoch in range(1, config.recipe.epochs + 1):
+            time.sleep(self.epoch_seconds)
+            acc = round(0.5 + 0.1 * epoch - config.lr, 6)
+            record = EpochRecord(epoch, 1.0 / epoch, acc, 2.0 / epoch, acc, config.lr, 0.01)
+            on_epoch(record)
+            epochs.append(record)
+        note("done")
+        return TrialResult(
+            status="completed",
+            epochs=epochs,
+            final_test_acc=epochs[-1].test_acc,
+            best_test_acc=epochs[-1].test_acc,
+            best_epoch=len(epochs),
+            test_acc_at_best_val=None,
+            best_val_epoch=None,
+            diverged_reason=None,
+            optimizer_kwargs={"lr": config.lr},
+            weight_decay_mode="l2",
+            n_params=0,
+            device="fake@" + ray.get_runtime_context().gcs_address,
+            versions={},
+            wall_seconds=self.epoch_seconds * len(epochs),
+            config=config.to_dict(),
+        )
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the in-process runner tests (the runner reuses an initialised Ray)."""
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import conftest
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def write_study(path: Path, name: str, lrs: list[float], **extra: object) -> Path:
+    """A small digits study file: adam and sgd over `lrs`, wd 0, `extra` top-level keys."""
+    import yaml
+
+    data = {
+        "name": name,
+        "dataset": "digits",
+        "model": "simple_cnn",
+        "recipe": {"epochs": 2, "batch_size": 64},
+        "optimizers": ["adam", "sgd"],
+        "lrs": lrs,
+        "weight_decays": [0.0],
+        "resources": {"cpus": 1, "gpus": 0},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def make_study(tmp_path: Path):
+    """`make_study(name, lrs, **extra) -> Path` of a small study file in tmp_path."""
+    return lambda name, lrs, **extra: write_study(tmp_path / f"{name}.yaml", name, lrs, **extra)
+
+
+@pytest.fixture(scope="session")
+def fake_trial() -> type[FakeTrial]:
+    return FakeTrial
+
+
+DRIVER = """
+import dataclasses, json, sys
+from dataclasses import dataclass
+from unittest import mock
+
+{source}
+
+import robustbench_opt.runner.execute as execute
+from robustbench_opt.cli import main
+
+fake = FakeTrial(**json.loads(sys.argv[1]))
+with mock.patch.object(execute, "default_trial_fn", fake):
+    sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="session")
+def driver_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python DRIVER FAKE_JSON CLI_ARGS...`: the real CLI with FakeTrial(**FAKE_JSON) trainer."""
+    import inspect
+
+    path = tmp_path_factory.mktemp("driver") / "driver.py"
+    path.write_text(DRIVER.format(source=inspect.getsource(FakeTrial)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def study_writer():
+    """`write_study(path, name, lrs, **extra)` for fixtures wider than a test."""
+    return write_study

@@ -1,0 +1,372 @@
+"""The storage contract, run against SQLite and a real PostgreSQL server (`storage_url`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
+from robustbench_opt.errors import UserError
+from robustbench_opt.storage import SpecChanged, Store, resolve_url
+
+STUDY = "s1"
+SPEC = {"name": STUDY, "lrs": [0.1, 0.01], "weight_decays": [0.0, 1e-4]}
+
+
+def make_cells(labels: tuple[str, ...] = ("adam", "sgd")) -> list[TrialConfig]:
+    return [
+        TrialConfig(dataset="digits", model="simple_cnn", optimizer=opt, lr=lr, weight_decay=wd)
+        for opt in labels
+        for lr in SPEC["lrs"]
+        for wd in SPEC["weight_decays"]
+    ]
+
+
+def make_result(config: TrialConfig, accs: list[float], status: str = "completed") -> TrialResult:
+    epochs = [
+        EpochRecord(
+            epoch=i + 1,
+            train_loss=1.0 / (i + 1),
+            train_acc=acc,
+            test_loss=2.0 / (i + 1),
+            test_acc=acc,
+            lr=config.lr,
+            seconds=0.5,
+        )
+        for i, acc in enumerate(accs)
+    ]
+    best = max(range(len(accs)), key=lambda i: accs[i])
+    return TrialResult(
+        status=status,
+        epochs=epochs,
+        final_test_acc=accs[-1],
+        best_test_acc=accs[best],
+        best_epoch=best + 1,
+        test_acc_at_best_val=None,
+        best_val_epoch=None,
+        diverged_reason="loss is nan" if status == "diverged" else None,
+        optimizer_kwargs={"lr": config.lr},
+        weight_decay_mode="l2",
+        n_params=10,
+        device="cpu",
+        versions={"torch": "x"},
+        wall_seconds=1.25,
+        config=config.to_dict(),
+    )
+
+
+@pytest.fixture
+def store(storage_url: str) -> Store:
+    s = Store(storage_url)
+    s.register_study(STUDY, SPEC, make_cells())
+    return s
+
+
+def optuna_trials(store: Store, study: str = STUDY) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=store.optuna_storage).trials
+
+
+def test_register_creates_pending_cells_once(store: Store) -> None:
+    store.register_study(STUDY, SPEC, make_cells())  # idempotent
+    frame = store.cells_frame(STUDY)
+    assert len(frame) == 8
+    assert set(frame["state"]) == {"pending"}
+    assert sorted(frame["optimizer"].unique()) == ["adam", "sgd"]
+    assert frame["final_test_acc"].isna().all()
+    assert store.has_study(STUDY) and not store.has_study("other")
+    [summary] = store.list_studies()
+    assert (summary.name, summary.source, summary.n_cells, summary.pending) == (STUDY, "run", 8, 8)
+    assert summary.created.tzinfo is not None
+
+
+def test_changed_spec_under_same_name_is_refused(store: Store) -> None:
+    with pytest.raises(SpecChanged) as info:
+        store.register_study(STUDY, {**SPEC, "lrs": [0.1]}, make_cells())
+    assert info.value.record.spec == SPEC
+    assert len(store.cells_frame(STUDY)) == 8
+
+
+def test_new_cell_ids_under_unchanged_spec_are_refused(store: Store) -> None:
+    with pytest.raises(UserError, match="cell identities are new"):
+        store.register_study(STUDY, SPEC, make_cells(("adam", "sgd", "radam")))
+
+
+def test_two_stores_never_claim_the_same_cell(storage_url: str, store: Store) -> None:
+    other = Store(storage_url)
+    ids = list(store.cells_frame(STUDY)["cell_id"])
+    run_a, run_b = store.start_run(STUDY), other.start_run(STUDY)
+    got_a = store.claim(STUDY, run_a, ids[:5])
+    got_b = other.claim(STUDY, run_b, ids)
+    assert got_a == ids[:5]
+    assert got_b == ids[5:]
+    assert store.claim(STUDY, run_a, ids) == ids[:5]  # already ours, nothing new
+    frame = store.cells_frame(STUDY)
+    assert set(frame["state"]) == {"running"}
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import json, sys
+    from robustbench_opt.storage import Store
+    store = Store(sys.argv[1])
+    ids = json.loads(sys.argv[2])
+    run = store.start_run("s1")
+    got = []
+    for cell in ids:  # one claim per cell maximises interleaving
+        got += store.claim("s1", run, [cell])
+    print(json.dumps(got))
+    """
+)
+
+
+def test_concurrent_processes_partition_the_cells(storage_url: str, store: Store) -> None:
+    ids = list(store.cells_frame(STUDY)["cell_id"])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, storage_url, json.dumps(order)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for order in (ids, ids[::-1])
+    ]
+    claims = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(claims[0] + claims[1]) == sorted(ids)
+    assert not set(claims[0]) & set(claims[1])
+
+
+def test_result_epochs_and_optuna_trial(store: Store) -> None:
+    cells = {c.cell_id(STUDY): c for c in make_cells()}
+    cell_id = next(iter(cells))
+    run = store.start_run(STUDY)
+    store.claim(STUDY, run, [cell_id])
+    store.record_start(STUDY, cell_id)
+    result = make_result(cells[cell_id], [0.5, 0.75, 0.7])
+    for record in result.epochs[:2]:
+        store.record_epoch(STUDY, cell_id, record)
+    assert list(store.epochs_frame(STUDY)["epoch"]) == [1, 2]
+    [running] = optuna_trials(store)
+    assert running.state == TrialState.RUNNING
+    assert running.intermediate_values == {1: 0.5, 2: 0.75}
+    store.record_result(STUDY, cell_id, result)
+
+    row = store.cells_frame(STUDY).set_index("cell_id").loc[cell_id]
+    assert row["state"] == "done"
+    assert (row["final_test_acc"], row["best_test_acc"], row["best_epoch"]) == (0.7, 0.75, 2)
+    assert row["epochs_run"] == 3 and row["seconds"] == 1.25
+    assert math.isnan(row["test_acc_at_best_val"])
+    epochs = store.epochs_frame(STUDY)
+    assert list(epochs["test_acc"]) == [0.5, 0.75, 0.7]
+    assert list(epochs["train_loss"]) == pytest.approx([1.0, 0.5, 1 / 3], rel=1e-12)
+    assert epochs["val_acc"].isna().all()
+
+    [trial] = optuna_trials(store)
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.7
+    assert trial.params == {
+        "optimizer": "adam",
+        "variant": "default",
+        "lr": 0.1,
+        "weight_decay": 0.0,
+        "seed": 0,
+    }
+    assert trial.intermediate_values == {1: 0.5, 2: 0.75, 3: 0.7}
+    assert trial.user_attrs["cell_id"] == cell_id
+    assert trial.user_attrs["diverged"] is False
+    assert trial.user_attrs["record"]["weight_decay_mode"] == "l2"
+    assert store.claim(STUDY, run, [cell_id]) == []  # a finished cell is never claimed again
+
+
+def test_diverged_is_a_complete_trial(store: Store) -> None:
+    config = make_cells()[1]
+    cell_id = config.cell_id(STUDY)
+    run = store.start_run(STUDY)
+    store.claim(STUDY, run, [cell_id])
+    store.record_start(STUDY, cell_id)
+    store.record_result(STUDY, cell_id, make_result(config, [0.3, 0.1], status="diverged"))
+    row = store.cells_frame(STUDY).set_index("cell_id").loc[cell_id]
+    assert (row["state"], row["final_test_acc"], row["error"]) == ("diverged", 0.1, "loss is nan")
+    [trial] = optuna_trials(store)
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["diverged"] is True
+
+
+def test_failure_is_recorded_and_retried(store: Store) -> None:
+    config = make_cells()[2]
+    cell_id = config.cell_id(STUDY)
+    run = store.start_run(STUDY)
+    store.claim(STUDY, run, [cell_id])
+    store.record_start(STUDY, cell_id)
+    store.record_failure(STUDY, cell_id, "ValueError: boom", "Traceback ...")
+    row = store.cells_frame(STUDY).set_index("cell_id").loc[cell_id]
+    assert (row["state"], row["error"]) == ("failed", "ValueError: boom")
+    [trial] = optuna_trials(store)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["error"] == "ValueError: boom"
+    rerun = store.start_run(STUDY)
+    assert store.claim(STUDY, rerun, [cell_id]) == [cell_id]
+    store.record_start(STUDY, cell_id)
+    store.record_result(STUDY, cell_id, make_result(config, [0.9]))
+    states = sorted(t.state.name for t in optuna_trials(store))
+    assert states == ["COMPLETE", "FAIL"]
+    assert store.list_studies()[0].done == 1
+
+
+def test_release_returns_unstarted_cells_and_fails_started_ones(store: Store) -> None:
+    ids = list(store.cells_frame(STUDY)["cell_id"])[:2]
+    run = store.start_run(STUDY)
+    store.claim(STUDY, run, ids)
+    store.record_start(STUDY, ids[0])
+    assert sorted(store.release(run)) == sorted(ids)
+    states = store.cells_frame(STUDY).set_index("cell_id")["state"]
+    assert (states[ids[0]], states[ids[1]]) == ("failed", "pending")
+    assert [t.state for t in optuna_trials(store)] == [TrialState.FAIL]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_claim_of_a_dead_process_is_recovered(store: Store) -> None:
+    cells = make_cells()
+    ids = [c.cell_id(STUDY) for c in cells[:3]]
+    dead = store.start_run(STUDY)
+    store.claim(STUDY, dead, ids)
+    store.record_start(STUDY, ids[0])
+    store.record_start(STUDY, ids[1])
+    # ids[1] finished in Optuna but the process died before writing our row: adopted.
+    trial_id = store.cells_frame(STUDY).set_index("cell_id").loc[ids[1]]
+    result = make_result(cells[1], [0.6])
+    tid = store._cell(STUDY, ids[1]).optuna_trial_id
+    store.optuna_storage.set_trial_user_attr(tid, "record", result.to_dict())
+    store.optuna_storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.6])
+    assert trial_id["state"] == "running"
+    alive = store.start_run(STUDY)
+    assert store.stale_runs(STUDY) == []  # heartbeats fresh, pids alive
+    with store._engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE rbo_run SET pid = :pid WHERE run_id = :r"),
+            {"pid": dead_pid(), "r": dead},
+        )
+    assert store.stale_runs(STUDY) == [dead]
+    recovered = store.recover_stale(STUDY)
+    assert sorted(recovered.failed) == sorted([ids[0], ids[2]])
+    assert recovered.adopted == [ids[1]]
+    states = store.cells_frame(STUDY).set_index("cell_id")["state"]
+    assert [states[i] for i in ids] == ["failed", "done", "failed"]
+    assert not [t for t in optuna_trials(store) if t.state == TrialState.RUNNING]
+    assert sorted(store.claim(STUDY, alive, ids)) == sorted([ids[0], ids[2]])
+    assert store.stale_runs(STUDY) == []
+
+
+def test_silent_run_is_stale_after_the_timeout(store: Store) -> None:
+    run = store.start_run(STUDY)
+    assert store.stale_runs(STUDY, stale_after_s=60) == []
+    assert store.stale_runs(STUDY, stale_after_s=-1) == [run]
+
+
+IMPORT_ROWS = [
+    {
+        "optimizer": "adam",
+        "variant": "default",
+        "lr": lr,
+        "weight_decay": 1e-4,
+        "seed": 0,
+        "final_test_acc": acc,
+        "diverged": False,
+    }  # fmt: skip
+    for lr, acc in ((0.1, 0.9), (0.01, 0.95), (0.001, 0.93))
+]
+
+
+def test_import_writes_complete_trials(store: Store) -> None:
+    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "nag", "best_test_acc": 0.91,
+                           "epochs": 300, "diverged": True}]  # fmt: skip
+    store.import_cells("paper", rows, "paper Table 2")
+    frame = store.cells_frame("paper")
+    assert list(frame["final_test_acc"]) == [0.9, 0.95, 0.93, 0.9]
+    assert list(frame["state"]) == ["done", "done", "done", "diverged"]
+    assert frame["epochs_run"].iloc[3] == 300 and frame["best_test_acc"].iloc[3] == 0.91
+    trials = optuna_trials(store, "paper")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.value for t in trials] == [0.9, 0.95, 0.93, 0.9]
+    sources = {s.name: s.source for s in store.list_studies()}
+    assert sources == {STUDY: "run", "paper": "import"}
+    with pytest.raises(UserError, match="already exists"):
+        store.import_cells("paper", IMPORT_ROWS, "again")
+    with pytest.raises(UserError, match="already exists"):
+        store.import_cells(STUDY, IMPORT_ROWS, "clash")
+
+
+def test_import_is_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = store.optuna_storage.create_new_trial
+    calls = []
+
+    def flaky(study_id: int, template_trial: optuna.trial.FrozenTrial) -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise sa.exc.OperationalError("insert", {}, Exception("disk full"))
+        return real(study_id, template_trial=template_trial)
+
+    monkeypatch.setattr(store.optuna_storage, "create_new_trial", flaky)
+    with pytest.raises(sa.exc.OperationalError):
+        store.import_cells("paper", IMPORT_ROWS, "note")
+    assert not store.has_study("paper")
+    names = [s.study_name for s in store.optuna_storage.get_all_studies()]
+    assert names == [STUDY]
+    assert store.cells_frame("paper").empty
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"final_test_acc": 95.1}, "divide percentages by 100"),
+        ({"lr": "fast"}, "could not convert"),
+        ({"colour": "red"}, "unknown key"),
+    ],
+)
+def test_bad_import_rows_write_nothing(store: Store, row: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        store.import_cells("paper", [IMPORT_ROWS[0], {**IMPORT_ROWS[1], **row}], "note")
+    assert [s.name for s in store.list_studies()] == [STUDY]
+
+
+def test_duplicate_import_rows_are_refused(store: Store) -> None:
+    with pytest.raises(UserError, match="repeats row 0"):
+        store.import_cells("paper", [IMPORT_ROWS[0], IMPORT_ROWS[0]], "note")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot open storage"),
+        ("not a url", "invalid storage URL"),
+        ("sqlite:////nonexistent/dir/x.db", "does not exist"),
+    ],
+)
+def test_bad_url_is_one_line(url: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        Store(url)
+    assert "\n" not in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_read_only_open_refuses_missing_file(tmp_path) -> None:
+    with pytest.raises(UserError, match="no results database"):
+        Store(f"sqlite:///{tmp_path / 'x.db'}", create=False)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_resolve_url_prefers_argument_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTBENCH_STORAGE", "sqlite:///env.db")
+    assert resolve_url("sqlite:///arg.db") == "sqlite:///arg.db"
+    assert resolve_url(None) == "sqlite:///env.db"
+    monkeypatch.delenv("ROBUSTBENCH_STORAGE")
+    assert resolve_url(None) == "sqlite:///storage/robustbench.db"

@@ -1,0 +1,95 @@
+"""The runner on a real local Ray runtime (one per session), in process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from robustbench_opt.errors import UserError
+from robustbench_opt.runner import make_plan
+from robustbench_opt.runner.execute import run_plan, trial_resources
+from robustbench_opt.spec import load_study
+from robustbench_opt.storage import Store
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def complete_per_cell(store: Store, study: str) -> Counter:
+    trials = optuna.load_study(study_name=study, storage=store.optuna_storage).trials
+    return Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
+    spec = load_study(make_study("four", [0.1, 0.01]))
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    plan = make_plan(store, spec, "four")
+    outcome = run_plan(store, spec, plan, trial_fn=fake_trial(), progress=open(tmp_path / "p", "w"))
+    ids = [c.cell_id("four") for c in spec.cells()]
+    assert sorted(outcome.claimed) == sorted(ids) and outcome.failed == {}
+    assert complete_per_cell(store, "four") == Counter(ids)
+    frame = store.cells_frame("four").set_index("cell_id")
+    assert set(frame["state"]) == {"done"}
+    # FakeTrial: acc = 0.5 + 0.1 * epoch - lr, two epochs
+    expected = {c.cell_id("four"): round(0.7 - c.lr, 6) for c in spec.cells()}
+    assert frame["final_test_acc"].to_dict() == expected
+    assert Counter(store.epochs_frame("four")["cell_id"]) == Counter({i: 2 for i in ids})
+    assert make_plan(store, spec, "four").to_run == []
+    [trial, *_] = optuna.load_study(study_name="four", storage=store.optuna_storage).trials
+    assert trial.user_attrs["record"]["device"].startswith("fake@")  # ran in a Ray worker
+    assert "4/4 done" in (tmp_path / "p").read_text()
+
+
+def test_failed_cell_is_recorded_then_retried_alone(tmp_path: Path, make_study, fake_trial) -> None:
+    spec = load_study(make_study("flaky", [0.1, 0.5]))
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    bad = {c.cell_id("flaky") for c in spec.cells() if c.lr == 0.5}
+    outcome = run_plan(
+        store, spec, make_plan(store, spec, "flaky"), trial_fn=fake_trial(fail_lr=0.5)
+    )
+    assert set(outcome.failed) == bad
+    assert list(outcome.failed.values()) == ["ValueError: boom at lr=0.5"] * 2
+    frame = store.cells_frame("flaky").set_index("cell_id")
+    assert frame.loc[sorted(bad), "state"].tolist() == ["failed", "failed"]
+    assert (frame.drop(index=sorted(bad))["state"] == "done").all()
+
+    plan = make_plan(store, spec, "flaky")
+    assert {c.cell_id("flaky") for c in plan.to_run} == bad
+    outcome = run_plan(store, spec, plan, trial_fn=fake_trial())
+    assert set(outcome.claimed) == bad and outcome.failed == {}
+    assert complete_per_cell(store, "flaky") == Counter(frame.index)
+    trials = optuna.load_study(study_name="flaky", storage=store.optuna_storage).trials
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 4, TrialState.FAIL: 2}
+
+
+def test_real_training_on_digits(tmp_path: Path, make_study) -> None:
+    path = make_study("real", [0.01], optimizers=["adam"], recipe={"epochs": 1})
+    spec = load_study(path)
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    outcome = run_plan(store, spec, make_plan(store, spec, "real"))
+    assert outcome.failed == {} and len(outcome.claimed) == 1
+    row = store.cells_frame("real").iloc[0]
+    assert row["state"] == "done" and 0.5 < row["final_test_acc"] <= 1.0
+    [trial] = optuna.load_study(study_name="real", storage=store.optuna_storage).trials
+    record = trial.user_attrs["record"]
+    assert record["weight_decay_mode"] and "torch" in record["versions"]
+    assert trial.intermediate_values == {1: row["final_test_acc"]}
+
+
+def test_gpu_request_without_gpu_is_refused_before_any_write(tmp_path: Path, make_study) -> None:
+    db = tmp_path / "r.db"
+    store = Store(f"sqlite:///{db}")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    spec = load_study(make_study("gpu", [0.1], resources={"cpus": 1, "gpus": 0.5}))
+    with pytest.raises(UserError, match="no GPU"):
+        run_plan(store, spec, make_plan(store, spec, "gpu"))
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_auto_gpu_on_a_cpu_cluster_trains_on_cpu(make_study) -> None:
+    spec = load_study(make_study("auto", [0.1], resources={"cpus": 1, "gpus": "auto"}))
+    assert trial_resources(spec, {}) == {"cpu": 1.0, "gpu": 0.0}

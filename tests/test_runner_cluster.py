@@ -1,0 +1,214 @@
+"""`run` as a subprocess: a separately started Ray node, concurrent runs, a killed driver.
+
+The node runs with RAY_AUTH_MODE=disabled (Ray 2.60 token auth off; a real cluster would pass
+RAY_AUTH_MODE=token and the token to `run`). It is stopped by PID, not `ray stop`, which would
+end every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from robustbench_opt.storage import Store
+
+RAY = str(Path(sys.executable).with_name("ray"))
+ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ROBUSTBENCH_STORAGE")} | {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line), from /proc."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        out[int(entry.name)] = (ppid, cmd)
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    procs, found, frontier = processes(), [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in procs.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_node() -> str:
+    """A Ray head node started with `ray start`; yields its address."""
+    temp = tempfile.mkdtemp(prefix="rbo-ray-")
+    port = free_port()
+    ports = {
+        flag: str(free_port())
+        for flag in (
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+            "--metrics-export-port",
+            "--node-manager-port",
+            "--object-manager-port",
+        )
+    }
+    cmd = [RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--num-cpus=2"]
+    cmd += ["--include-dashboard=false", "--disable-usage-stats"]
+    cmd += [f"{flag}={value}" for flag, value in ports.items()]
+    subprocess.run(cmd, env=ENV, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        ours = [pid for pid, (_, c) in processes().items() if temp in c or f":{port}" in c]
+        kill_all(ours)
+
+
+def drive(driver: Path, fake: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(driver), json.dumps(fake), "run", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def optuna_trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=Store(url).optuna_storage).trials
+
+
+def events(log: Path, event: str) -> Counter:
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return Counter(tuple(x["cell"]) for x in lines if x["event"] == event)
+
+
+def test_unreachable_address_is_one_line(tmp_path: Path, make_study) -> None:
+    path = make_study("far", [0.1])
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    Store(url)
+    before = (tmp_path / "r.db").read_bytes()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_opt",
+            "run",
+            str(path),
+            "--storage",
+            url,
+            "--address",
+            f"127.0.0.1:{free_port()}",
+        ],  # fmt: skip
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot reach the Ray cluster at '127.0.0.1:")
+    assert proc.stderr.count("\n") == 1
+    assert (tmp_path / "r.db").read_bytes() == before
+
+
+def test_run_joins_a_separately_started_node(
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("remote", [0.1, 0.01])
+    code, out, err = finish(
+        drive(driver_script, {}, str(path), "--storage", url, "--address", ray_node)
+    )
+    assert code == 0, err
+    trials = optuna_trials(url, "remote")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["record"]["device"] for t in trials} == {f"fake@{ray_node}"}
+
+
+def test_concurrent_runs_never_train_a_cell_twice(
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("pair", [0.1, 0.03, 0.01, 0.003])
+    log = tmp_path / "log"
+    fake = {"epoch_seconds": 0.2, "log": str(log)}
+    args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
+    procs = [drive(driver_script, fake, *args) for _ in range(2)]
+    results = [finish(p) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    starts = events(log, "start")
+    assert len(starts) == 8 and set(starts.values()) == {1}
+    per_cell = Counter(t.user_attrs["cell_id"] for t in optuna_trials(url, "pair"))
+    assert len(per_cell) == 8 and set(per_cell.values()) == {1}
+
+
+def test_killed_driver_then_rerun_trains_each_cell_once(
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("killed", [0.1, 0.01])
+    log = tmp_path / "log"
+    fake = {"epoch_seconds": 1.0, "log": str(log)}
+    # Its own local Ray (no --address): the case where Ray's agents can outlive the driver.
+    proc = drive(driver_script, fake, str(path), "--storage", url, "--max-concurrent", "1")
+    deadline = time.monotonic() + 150
+    while sum(events(log, "done").values()) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    family = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    kill_all(family)
+    store = Store(url)
+    assert "running" in set(store.cells_frame("killed")["state"])
+
+    code, out, err = finish(
+        drive(driver_script, fake, str(path), "--storage", url, "--address", ray_node)
+    )
+    assert code == 0, err
+    frame = store.cells_frame("killed")
+    assert set(frame["state"]) == {"done"}
+    trials = optuna_trials(url, "killed")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(frame["cell_id"])
+    assert set(events(log, "done").values()) == {1} and len(events(log, "done")) == 4

@@ -1,0 +1,288 @@
+"""One trial end to end: determinism, CIFAR files, divergence, schedules, weight decay, SAM."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustbench_opt import train
+from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult
+from robustbench_opt.errors import UserError
+from robustbench_opt.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models on a shared 2-core CI box run ~10x faster this way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def digits_config(**changes: object) -> TrialConfig:
+    """A small digits trial; `changes` go to the Recipe when they name a Recipe field."""
+    recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
+    recipe = {k: v for k, v in changes.items() if k in recipe_fields}
+    config = {k: v for k, v in changes.items() if k not in recipe_fields}
+    base = TrialConfig(
+        dataset="digits",
+        model="simple_cnn",
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        recipe=Recipe(**{"epochs": 2, "batch_size": 128, **recipe}),
+        device="cpu",
+    )
+    return dataclasses.replace(base, **config)
+
+
+def metrics(result: TrialResult) -> list[tuple[float, ...]]:
+    """Per-epoch numbers without wall time."""
+    return [
+        (r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.val_loss or 0.0)
+        for r in result.epochs
+    ]
+
+
+def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -> None:
+    config = digits_config(seed=3)
+    first, again = train.run_trial(config), train.run_trial(config)
+    other = train.run_trial(dataclasses.replace(config, seed=4))
+    assert metrics(first) == metrics(again)
+    assert [m[0] for m in metrics(first)] != [m[0] for m in metrics(other)]
+    assert first.status == "completed" and len(first.epochs) == 2
+    assert first.final_test_acc == first.epochs[-1].test_acc
+    assert first.best_test_acc == max(r.test_acc for r in first.epochs)
+    assert first.test_acc_at_best_val is None and first.best_val_epoch is None
+    model = build_model("simple_cnn", 10, 1, 8)
+    assert first.n_params == sum(p.numel() for p in model.parameters())
+    packages = {"python", "torch", "torchvision", "pytorch-optimizer", "robustbench-opt"}
+    assert set(first.versions) == packages
+    assert first.versions["torch"] == torch.__version__
+    assert first.device.startswith("cpu")
+    assert first.weight_decay_mode == "l2"  # torch Adam: decay enters the gradient
+    assert first.optimizer_kwargs  # resolved keywords (betas, eps, ...) are recorded
+    assert TrialConfig.from_dict(first.config) == config
+    assert TrialResult.from_dict(first.to_dict()) == first
+
+
+def write_tiny_cifar10(root: Path, per_batch: int = 8, seed: int = 0) -> None:
+    """torchvision's on-disk CIFAR-10 format: pickled dicts of uint8 rows [N, 3072]."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            "data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, size=per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    meta = {"label_names": [f"class{i}" for i in range(10)]}
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f)
+
+
+def test_cifar10_trial_runs_end_to_end_from_a_tiny_cifar_directory(tmp_path: Path) -> None:
+    write_tiny_cifar10(tmp_path)
+    config = digits_config(
+        dataset="cifar10", data_dir=str(tmp_path), epochs=1, batch_size=16, augment=("crop_flip",)
+    )
+    seen: list[EpochRecord] = []
+    result = train.run_trial(config, on_epoch=seen.append)
+    assert result.status == "completed"
+    assert seen == result.epochs and len(seen) == 1
+    assert result.n_params == sum(
+        p.numel() for p in build_model("simple_cnn", 10, 3, 32).parameters()
+    )
+    record = seen[0]
+    assert 0.0 <= record.test_acc <= 1.0 and math.isfinite(record.test_loss)
+    # 8 test images: accuracy is a multiple of 1/8
+    assert record.test_acc * 8 == pytest.approx(round(record.test_acc * 8), abs=1e-9)
+
+
+def test_huge_lr_diverges_and_keeps_its_measured_accuracies() -> None:
+    result = train.run_trial(digits_config(lr=100.0, epochs=3))
+    assert result.status == "diverged"
+    assert result.diverged_reason
+    assert result.epochs, "a diverged trial keeps the epochs it measured"
+    assert result.final_test_acc == result.epochs[-1].test_acc
+    assert len(result.epochs) < 3
+
+
+def test_mean_loss_above_factor_times_initial_loss_diverges() -> None:
+    result = train.run_trial(digits_config(divergence_factor=0.01, epochs=3))
+    assert result.status == "diverged"
+    assert len(result.epochs) == 1
+    assert "initial loss" in (result.diverged_reason or "")
+
+
+def test_non_finite_batch_loss_stops_the_epoch_and_diverges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_step = train.optimizer_step
+    calls = []
+
+    def step_then_nan(model, built, compute_loss):  # noqa: ANN001, ANN202
+        calls.append(1)
+        loss = real_step(model, built, compute_loss)
+        return loss * math.nan if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train, "optimizer_step", step_then_nan)
+    result = train.run_trial(digits_config(epochs=3, batch_size=32))
+    assert result.status == "diverged"
+    assert "non-finite" in (result.diverged_reason or "")
+    assert len(result.epochs) == 1 and math.isnan(result.epochs[0].train_loss)
+    assert len(calls) == train.DIVERGENCE_CHECK_EVERY  # stopped at the first check
+    assert 0.0 <= result.final_test_acc <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        (Recipe(epochs=4, schedule="constant"), [1.0, 1.0, 1.0, 1.0]),
+        (
+            Recipe(epochs=4, schedule="cosine"),
+            [(1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)],
+        ),
+        (
+            Recipe(epochs=4, schedule="step", step_milestones=(1, 3), step_gamma=0.1),
+            [1.0, 0.1, 0.1, 0.01],
+        ),
+    ],
+)
+def test_recorded_lr_per_epoch_follows_the_schedule_formula(
+    recipe: Recipe, expected: list[float]
+) -> None:
+    config = dataclasses.replace(
+        digits_config(), lr=2e-3, recipe=dataclasses.replace(recipe, batch_size=256)
+    )
+    lrs = [r.lr for r in train.run_trial(config).epochs]
+    assert lrs == pytest.approx([2e-3 * f for f in expected], rel=1e-12, abs=0)
+
+
+def test_cosine_matches_eq17_and_step_milestones_scale_with_halved_epochs() -> None:
+    recipe = Recipe(epochs=300, schedule="cosine")
+    for t in (0, 1, 150, 299):
+        assert train.lr_factor(recipe, t, 300) == pytest.approx(
+            (1 + math.cos(math.pi * t / 300)) / 2
+        )
+    step = Recipe(epochs=300, schedule="step", step_milestones=(150, 225), step_gamma=0.1)
+    assert [train.lr_factor(step, t, 300) for t in (149, 150, 224, 225)] == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01]
+    )
+    # SAM at equal compute trains 150 epochs: milestones move to 75 and 112 (rounded 112.5)
+    assert [train.lr_factor(step, t, 150) for t in (74, 75, 111, 112)] == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01]
+    )
+
+
+def simulate_plateau(losses: list[float], lr: float, factor: float, patience: int) -> list[float]:
+    """torch ReduceLROnPlateau (mode min, rel threshold 1e-4) written out: lr per epoch."""
+    lrs, best, bad = [], math.inf, 0
+    for loss in losses:
+        lrs.append(lr)
+        if loss < best * (1 - 1e-4):
+            best, bad = loss, 0
+        else:
+            bad += 1
+        if bad > patience:
+            lr, bad = lr * factor, 0
+    return lrs
+
+
+def test_plateau_schedule_cuts_lr_when_the_val_loss_stalls() -> None:
+    config = digits_config(
+        lr=1e-2,
+        epochs=5,
+        batch_size=32,
+        schedule="plateau",
+        plateau_patience=0,
+        plateau_factor=0.5,
+        val_fraction=0.2,
+    )
+    result = train.run_trial(config)
+    val_losses = [r.val_loss for r in result.epochs]
+    expected = simulate_plateau(val_losses, 1e-2, 0.5, 0)
+    assert [r.lr for r in result.epochs] == pytest.approx(expected, rel=1e-12)
+    assert min(expected) < 1e-2, "the run must exercise at least one cut"
+    train_rule = simulate_plateau([r.train_loss for r in result.epochs], 1e-2, 0.5, 0)
+    assert train_rule != expected, "monitoring val loss must be distinguishable from train loss"
+
+
+def test_weight_decay_switches_off_after_the_fraction_of_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[tuple[str, float]] = []
+    real_set = train.set_weight_decay
+
+    def record_set(built, value):  # noqa: ANN001, ANN202
+        real_set(built, value)
+        events.append(("wd", built.optimizer.param_groups[0]["weight_decay"]))
+
+    monkeypatch.setattr(train, "set_weight_decay", record_set)
+    config = digits_config(
+        optimizer="adamw", weight_decay=1e-2, epochs=4, wd_off_fraction=0.5, batch_size=256
+    )
+    result = train.run_trial(config, on_epoch=lambda r: events.append(("epoch", r.epoch)))
+    assert events == [("epoch", 1), ("epoch", 2), ("wd", 0.0), ("epoch", 3), ("epoch", 4)]
+    assert "weight decay switched off from epoch 3" in result.notes
+    # ceil(0.75 * 300) = 225 epochs with decay, as in the paper's recipe
+    paper = Recipe(epochs=300, wd_off_fraction=0.75)
+    assert [train.weight_decay_on(paper, t, 300) for t in (224, 225)] == [True, False]
+    assert all(train.weight_decay_on(Recipe(), t, 10) for t in range(10))
+
+
+def test_sam_at_equal_compute_trains_half_the_epochs() -> None:
+    sam = train.run_trial(
+        digits_config(optimizer="sam", epochs=2, sam_equal_compute=True, batch_size=256)
+    )
+    assert len(sam.epochs) == 1 and sam.status == "completed"
+    assert any("1 of 2" in note for note in sam.notes)
+    assert train.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=True) == 2
+    assert train.epochs_to_run(Recipe(epochs=1, sam_equal_compute=True), two_pass=True) == 1
+    assert train.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=False) == 5
+    assert train.epochs_to_run(Recipe(epochs=5), two_pass=True) == 5
+
+
+def test_early_stopping_stops_after_patience_epochs_without_test_gain() -> None:
+    result = train.run_trial(digits_config(lr=3e-2, epochs=8, early_stopping_patience=1))
+    accs = [r.test_acc for r in result.epochs]
+    stop = next(
+        (i + 1 for i in range(1, len(accs)) if accs[i] <= max(accs[:i])), None
+    )  # first epoch without a gain, patience 1
+    assert stop is not None and stop < 8, "the run must exercise a stop"
+    assert len(accs) == stop
+    assert any("early stopping" in note for note in result.notes)
+    assert train.should_stop_early([0.5, 0.6, 0.6], patience=1)
+    assert not train.should_stop_early([0.5, 0.6, 0.7], patience=1)
+    assert not train.should_stop_early([0.5, 0.4, 0.6], patience=2)
+    assert train.should_stop_early([0.5, 0.4, 0.5], patience=2)
+    assert not train.should_stop_early([0.5, 0.4, 0.3], patience=None)
+
+
+def test_bf16_autocast_is_ignored_on_cpu_with_a_note() -> None:
+    result = train.run_trial(digits_config(epochs=1, amp_bf16=True, channels_last=True))
+    assert result.status == "completed"
+    assert any("amp_bf16 ignored on cpu" in note for note in result.notes)
+
+
+def test_pick_device() -> None:
+    assert train.pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert train.pick_device(None) == torch.device("cpu")
+        with pytest.raises(UserError, match="'cuda'"):
+            train.pick_device("cuda")
+    with pytest.raises(UserError, match="unknown device 'tpu'"):
+        train.pick_device("tpu")
+    with pytest.raises(UserError, match="unknown device 'gpu0'"):
+        train.pick_device("gpu0")
