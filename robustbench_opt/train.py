@@ -139,25 +139,25 @@ def check_recipe(recipe: Recipe) -> None:
     """Raises UserError for recipe values no trial can run with."""
     if recipe.schedule not in SCHEDULES:
         raise unknown("schedule", recipe.schedule, SCHEDULES, "pick one of these")
-    problems = {
-        "epochs": recipe.epochs >= 1,
-        "batch_size": recipe.batch_size >= 1,
-        "divergence_factor": recipe.divergence_factor > 0,
-        "wd_off_fraction": recipe.wd_off_fraction is None or 0 <= recipe.wd_off_fraction <= 1,
-        "early_stopping_patience": recipe.early_stopping_patience is None
-        or recipe.early_stopping_patience >= 1,
-    }
-    limits = {
-        "epochs": ">= 1",
-        "batch_size": ">= 1",
-        "divergence_factor": "> 0",
-        "wd_off_fraction": "in [0, 1]",
-        "early_stopping_patience": ">= 1",
-    }
-    for name, ok in problems.items():
+    rules = [
+        ("epochs", ">= 1", recipe.epochs >= 1),
+        ("batch_size", ">= 1", recipe.batch_size >= 1),
+        ("divergence_factor", "> 0", recipe.divergence_factor > 0),
+        (
+            "wd_off_fraction",
+            "in [0, 1]",
+            recipe.wd_off_fraction is None or 0 <= recipe.wd_off_fraction <= 1,
+        ),
+        (
+            "early_stopping_patience",
+            ">= 1",
+            recipe.early_stopping_patience is None or recipe.early_stopping_patience >= 1,
+        ),
+    ]
+    for name, rule, ok in rules:
         if not ok:
             value = getattr(recipe, name)
-            raise UserError(f"recipe {name} must be {limits[name]}, got {value!r}; fix the value")
+            raise UserError(f"recipe {name} must be {rule}, got {value!r}; fix the value")
 
 
 def package_versions() -> dict[str, str]:

@@ -286,3 +286,18 @@ def test_pick_device() -> None:
         train.pick_device("tpu")
     with pytest.raises(UserError, match="unknown device 'gpu0'"):
         train.pick_device("gpu0")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
+        ({"wd_off_fraction": 1.5}, "wd_off_fraction must be in [0, 1], got 1.5"),
+        ({"schedule": "linear"}, "unknown schedule 'linear'"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience must be >= 1"),
+    ],
+)
+def test_bad_recipe_values_are_one_line_user_errors(change: dict[str, object], needle: str) -> None:
+    with pytest.raises(UserError) as caught:
+        train.run_trial(digits_config(**change))
+    assert needle in str(caught.value) and "\n" not in str(caught.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from robustbench_opt.errors import UserError
 
@@ -11,14 +12,23 @@ from robustbench_opt.errors import UserError
 COMMAND_MODULES = ("train", "study", "results", "bench")
 
 
+class Parser(argparse.ArgumentParser):
+    """Reports bad arguments as one `error: ...` line on stderr (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="robustbench-opt",
         description="Measure how robust optimizers are to their hyperparameters.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     for name in COMMAND_MODULES:
         importlib.import_module(f"robustbench_opt.cli.{name}").register(sub)
     return parser

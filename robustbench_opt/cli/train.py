@@ -132,8 +132,8 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     add("--optimizer", default="adam", help="optimizer name (see `robustbench-opt optimizers`)")
     add("--lr", type=_number(float, gt=0), default=1e-3, help="learning rate (> 0)")
     add("--weight-decay", type=_number(float, ge=0), default=0.0, help="weight decay (>= 0)")
-    add("--epochs", type=_number(int, ge=1), default=defaults.epochs)
-    add("--seed", type=int, default=0)
+    add("--epochs", type=_number(int, ge=1), default=defaults.epochs, help="passes over the data")
+    add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
     add("--batch-size", type=_number(int, ge=1), default=defaults.batch_size)
     add("--schedule", choices=SCHEDULES, default=defaults.schedule, help="lr schedule per epoch")
     add("--milestones", type=_milestones, default=(), help="step schedule epochs, e.g. 150,225")
@@ -144,19 +144,55 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
         default=(),
         help="comma list of " + ",".join(AUGMENTATIONS),
     )
-    add("--cutmix", type=_number(float, ge=0, le=1), default=0.0, metavar="PROB")
-    add("--cutmix-alpha", type=_number(float, gt=0), default=defaults.cutmix_alpha)
-    add("--wd-off-fraction", type=_number(float, ge=0, le=1), default=None, metavar="F")
-    add("--early-stopping", type=_number(int, ge=1), default=None, metavar="PATIENCE")
-    add("--divergence-factor", type=_number(float, gt=0), default=defaults.divergence_factor)
+    add(
+        "--cutmix",
+        type=_number(float, ge=0, le=1),
+        default=0.0,
+        metavar="PROB",
+        help="probability a batch is CutMixed (paper: 1.0)",
+    )
+    add(
+        "--cutmix-alpha",
+        type=_number(float, gt=0),
+        default=defaults.cutmix_alpha,
+        help="CutMix area ratio ~ Beta(alpha, alpha)",
+    )
+    add(
+        "--wd-off-fraction",
+        type=_number(float, ge=0, le=1),
+        metavar="F",
+        help="weight decay 0 after this share of epochs (paper: 0.75)",
+    )
+    add(
+        "--early-stopping",
+        type=_number(int, ge=1),
+        metavar="PATIENCE",
+        help="stop after this many epochs without val (else test) accuracy gain",
+    )
+    add(
+        "--divergence-factor",
+        type=_number(float, gt=0),
+        default=defaults.divergence_factor,
+        help="diverged: epoch mean train loss > factor x first-batch loss",
+    )
     add(
         "--sam-equal-compute", action="store_true", help="two-pass optimizers train half the epochs"
     )
-    add("--val-fraction", type=_number(float, ge=0, lt=1), default=0.0)
+    add(
+        "--val-fraction",
+        type=_number(float, ge=0, lt=1),
+        default=0.0,
+        help="share of the training split held out for validation",
+    )
     add("--data-dir", default=None, help="CIFAR: directory holding cifar-10-batches-py")
     add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
     add("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
-    add("--data-on-device", choices=tuple(_DATA_ON_DEVICE), default="auto")
+    add(
+        "--data-on-device",
+        choices=tuple(_DATA_ON_DEVICE),
+        default="auto",
+        help="keep data and augmentation on the device (auto: if it fits)",
+    )
     add("--channels-last", action="store_true", help="NHWC memory format")
     add("--amp-bf16", action="store_true", help="bf16 autocast (CUDA only)")
     add("--compile", action="store_true", help="torch.compile the model")
@@ -266,7 +302,7 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         progress.stop()
     if args.json:
-        print(json.dumps(_finite_or_null(result.to_dict())))
+        print(json.dumps(_finite_or_null(result.to_dict()), allow_nan=False))
         return 0
     best = f"best test acc {result.best_test_acc:.4f} (epoch {result.best_epoch})"
     if result.test_acc_at_best_val is not None:

@@ -135,3 +135,21 @@ def test_optimizers_table_lists_names_modes_and_two_pass(
     assert rows["adamw_radam_adabelief"][1:4] == ["proposed", "decoupled", "no"]
     assert rows["adam"][2:4] == ["l2", "no"]
     assert rows["sam"][3] == "yes" and rows["asam"][3] == "yes"
+
+
+def test_json_is_strict_when_a_loss_is_nan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robustbench_opt import train
+
+    real_step = train.optimizer_step
+    monkeypatch.setattr(train, "optimizer_step", lambda *args: real_step(*args) * float("nan"))
+    code, out, _ = run_main(["train", "--epochs", "2", "--device", "cpu", "--json"], capsys)
+    assert code == 0
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    result = json.loads(out, parse_constant=reject)
+    assert result["status"] == "diverged"
+    assert result["epochs"][0]["train_loss"] is None  # NaN in the TrialResult, null in JSON
