@@ -242,12 +242,12 @@ def test_stale_claim_of_a_dead_process_is_recovered(store: Store) -> None:
     store.record_start(STUDY, ids[0])
     store.record_start(STUDY, ids[1])
     # ids[1] finished in Optuna but the process died before writing our row: adopted.
-    trial_id = store.cells_frame(STUDY).set_index("cell_id").loc[ids[1]]
+    row = store.cells_frame(STUDY).set_index("cell_id").loc[ids[1]]
     result = make_result(cells[1], [0.6])
     tid = store._cell(STUDY, ids[1]).optuna_trial_id
     store.optuna_storage.set_trial_user_attr(tid, "record", result.to_dict())
     store.optuna_storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.6])
-    assert trial_id["state"] == "running"
+    assert row["state"] == "running"
     alive = store.start_run(STUDY)
     assert store.stale_runs(STUDY) == []  # heartbeats fresh, pids alive
     with store._engine.begin() as conn:
