@@ -17,6 +17,7 @@ from typing import Any, Literal
 Schedule = Literal["constant", "step", "cosine", "plateau"]
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "plateau")
 AUGMENTATIONS: tuple[str, ...] = ("crop_flip", "brightness", "trivialaugment")
+NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class TrialConfig:
     download: bool = False  # CIFAR: allowed to download into data_dir
     val_fraction: float = 0.0  # share of the training split held out for validation
     variant: str = "default"  # recipe variant name within a study (ablations)
-    label: str | None = None  # optimizer's display name in a study (e.g. "sam_adam"); None = optimizer
+    label: str | None = (
+        None  # optimizer's display name in a study (e.g. "sam_adam"); None = optimizer
+    )
     device: str | None = None  # None = auto: cuda, then mps, then cpu
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,9 +96,14 @@ class TrialConfig:
         return self.label or self.optimizer
 
     def cell_id(self, study: str) -> str:
-        """Stable identity of this cell within `study` (device choice excluded)."""
+        """Stable identity of this cell within `study`.
+
+        Excludes what does not change what is measured: the device, and where the data lives
+        (`data_dir`, `download`), so a study resumes on another machine or data location.
+        """
         data = self.to_dict()
-        data.pop("device")
+        for key in NOT_IDENTITY:
+            data.pop(key)
         blob = json.dumps({"study": study, "config": data}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

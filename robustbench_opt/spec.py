@@ -185,6 +185,22 @@ class StudySpec:
         }
 
 
+# Study keys that change how or where a study runs, not what it measures: editing them does not
+# make a different study.
+RUN_ONLY_KEYS: tuple[str, ...] = (
+    "description",
+    "data_dir",
+    "download",
+    "resources",
+    "max_concurrent",
+)
+
+
+def identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of `StudySpec.to_dict()` that defines what a study measures."""
+    return {k: v for k, v in spec.items() if k not in RUN_ONLY_KEYS}
+
+
 def load_study(path: str | Path) -> StudySpec:
     """Reads and validates a study file; any problem is a one-line UserError."""
     path = Path(path)

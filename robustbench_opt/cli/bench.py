@@ -8,9 +8,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from robustbench_opt.cli.train import add_trial_arguments, one_line_errors, trial_config_from_args
+from robustbench_opt.cli.train import add_trial_arguments, trial_config_from_args
 
-BENCH_EPOCHS = 2  # timed epochs per path unless --epochs says otherwise
+BENCH_EPOCHS = 3  # timed epochs per path unless --epochs says otherwise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         allow_abbrev=False,
     )
-    one_line_errors(bench)
     add_trial_arguments(bench)
     bench.set_defaults(epochs=BENCH_EPOCHS, func=run_bench)
     bench.add_argument(
@@ -60,8 +59,8 @@ def run_bench(args: argparse.Namespace) -> int:
         title=f"bench: {config.dataset} / {config.model} / {config.optimizer}, "
         f"batch {config.recipe.batch_size}, augment {','.join(config.recipe.augment) or 'none'}"
         f"{f', cutmix {config.recipe.cutmix_prob:g}' if config.recipe.cutmix_prob else ''}",
-        caption=f"{first.device}; {first.epochs} timed epochs after {first.warmup_epochs} warmup; "
-        f"memory = {first.memory_kind}",
+        caption=f"{first.device}; median of {first.epochs} timed epochs after "
+        f"{first.warmup_epochs} warmup; memory = {first.memory_kind}",
     )
     for column in ("path", "images/s", "s/epoch", "peak memory", "ratio", "workers", "options"):
         table.add_column(column, justify="left" if column in ("path", "options") else "right")

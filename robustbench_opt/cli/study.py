@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
 import optuna
 import pandas as pd
 
-from robustbench_opt.cli.train import one_line_errors
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, duration, make_plan
 from robustbench_opt.spec import load_study
@@ -26,7 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train every cell of a study that is not finished yet; rerun to resume.",
         allow_abbrev=False,
     )
-    one_line_errors(p)
     p.add_argument("study_file", metavar="STUDY.yaml")
     p.add_argument("--storage", help=STORAGE_HELP)
     p.add_argument(
@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-concurrent", type=_positive_int, help="at most N trials at once (default: as fits)"
+    )
+    p.add_argument(
+        "--data-dir",
+        help="CIFAR: directory with the data set files (overrides the study's data_dir)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument(
@@ -47,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cells done, diverged, failed, running and pending per optimizer",
         allow_abbrev=False,
     )
-    one_line_errors(p)
     p.add_argument("study", nargs="?", help="one study (default: all)")
     p.add_argument("--storage", help=STORAGE_HELP)
     p.set_defaults(func=cmd_status)
@@ -56,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
     spec = load_study(args.study_file)
+    data_dir = args.data_dir or spec.data_dir
+    if data_dir is not None:  # absolute: Ray runs each trial in its own working directory
+        spec = dataclasses.replace(spec, data_dir=os.path.abspath(data_dir))
     study = args.study_name or spec.name
     url = resolve_url(args.storage)
     store = Store(url) if (not args.dry_run or Store.exists(url)) else None

@@ -10,7 +10,7 @@ import argparse
 import json
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train one model with one optimizer and recipe; print metrics per epoch.",
         allow_abbrev=False,
     )
-    one_line_errors(train)
     add_trial_arguments(train)
     train.add_argument(
         "--json", action="store_true", help="print the TrialResult as JSON on stdout, nothing else"
@@ -43,20 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List every optimizer name with its aliases, weight-decay mode and reference.",
         allow_abbrev=False,
     )
-    one_line_errors(optimizers)
     optimizers.add_argument(
         "--full", action="store_true", help="wrap references instead of cutting them to one line"
     )
     optimizers.set_defaults(func=run_optimizers)
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Makes `parser` report bad arguments as one `error: ...` line on stderr, exit code 2."""
-
-    def error(message: str) -> NoReturn:
-        parser.exit(2, f"error: {parser.prog}: {message}\n")
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def _number(

@@ -7,7 +7,7 @@ from typing import Any
 
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.errors import UserError
-from robustbench_opt.spec import StudySpec, diff_specs
+from robustbench_opt.spec import StudySpec, diff_specs, identity
 from robustbench_opt.storage import Store, spec_hash
 from robustbench_opt.storage.tables import FINISHED
 
@@ -74,7 +74,7 @@ def _refusal(
             f"study {study!r} in {store.display_url} was imported, not run; "
             "run this file under another name with --study-name NEW"
         )
-    changes = diff_specs(old, new)
+    changes = diff_specs(identity(old), identity(new))
     shown = "; ".join(changes[:MAX_DIFF_LINES])
     if len(changes) > MAX_DIFF_LINES:
         shown += f"; ... {len(changes) - MAX_DIFF_LINES} more"

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
+from robustbench_opt.spec import identity
 from robustbench_opt.storage import tables as t
 from robustbench_opt.storage.optuna_trials import CellKey, study_distributions, template
 
@@ -83,8 +84,8 @@ def resolve_url(url: str | None) -> str:
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
-    """Stable hash of a study's canonical dict."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    """Stable hash of what a study measures (its canonical dict less the run-only keys)."""
+    return hashlib.sha256(json.dumps(identity(spec), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,27 @@ def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     assert not (tmp_path / "r.db").exists()
 
 
+def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, capsys) -> None:
+    """Description, data location and resources change how a study runs, not what it measures:
+    editing them (or passing --data-dir) resumes the same study instead of refusing it."""
+    path, url, db = finished
+    edited = study_writer(
+        tmp_path / "done.yaml",
+        "done",
+        [0.1, 0.01],
+        description="edited",
+        data_dir="elsewhere",
+        resources={"cpus": 2, "gpus": 0},
+        max_concurrent=1,
+    )
+    before = digest(db)
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+        code, out, _ = run_cli(["run", str(edited), "--storage", url, "--data-dir", "x"], capsys)
+    assert code == 0
+    assert "nothing to train: all 4 cells are finished" in out
+    assert digest(db) == before
+
+
 def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> None:
     path, url, db = finished
     before = digest(db)
