@@ -7,7 +7,6 @@ import dataclasses
 import os
 import sys
 
-import optuna
 import pandas as pd
 
 from robustbench_opt.errors import unknown
@@ -57,7 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
     spec = load_study(args.study_file)
     data_dir = args.data_dir or spec.data_dir
     if data_dir is not None:  # absolute: Ray runs each trial in its own working directory

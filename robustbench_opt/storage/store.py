@@ -265,7 +265,10 @@ class Store:
                     "best_test_acc": row.get("best_test_acc"),
                     "record": {"source": "import", "note": source_note, "row": row},
                 }
-                trial = template(key, dists, TrialState.COMPLETE, attrs, row["final_test_acc"])
+                value = _finite(
+                    row["final_test_acc"] if row["final_test_acc"] is not None else math.nan
+                )
+                trial = template(key, dists, TrialState.COMPLETE, attrs, value)
                 trial_id = self._optuna.create_new_trial(study_id, template_trial=trial)
                 cell_rows.append(
                     _cell_values(study, cell_id, key, "{}")
@@ -809,9 +812,13 @@ def _import_row(study: str, index: int, row: dict[str, Any]) -> tuple[str, CellK
             "lr": float(row["lr"]),
             "weight_decay": float(row["weight_decay"]),
             "seed": int(row["seed"]),
-            "final_test_acc": float(row["final_test_acc"]),
             "diverged": bool(row["diverged"]),
         }
+        # A diverged cell may have no measured accuracy (a paper's "diverged" entry).
+        if row["final_test_acc"] is not None or not norm["diverged"]:
+            norm["final_test_acc"] = float(row["final_test_acc"])
+        else:
+            norm["final_test_acc"] = None
         if row.get("best_test_acc") is not None:
             norm["best_test_acc"] = float(row["best_test_acc"])
         if row.get("epochs") is not None:

@@ -305,6 +305,19 @@ def test_import_writes_complete_trials(store: Store) -> None:
         store.import_cells(STUDY, IMPORT_ROWS, "clash")
 
 
+def test_import_keeps_a_diverged_cell_without_accuracy(store: Store) -> None:
+    """A paper's "diverged" entry has no accuracy: stored as diverged with none, not refused."""
+    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "final_test_acc": None,
+                           "diverged": True}]  # fmt: skip
+    store.import_cells("paper", rows, "paper Table 2")
+    frame = store.cells_frame("paper")
+    assert frame["state"].iloc[3] == "diverged" and math.isnan(frame["final_test_acc"].iloc[3])
+    assert optuna_trials(store, "paper")[3].user_attrs["diverged"] is True
+    with pytest.raises(UserError, match="import row 0"):
+        store.import_cells("other", [{**IMPORT_ROWS[0], "final_test_acc": None}], "no acc")
+    assert not store.has_study("other")
+
+
 def test_import_is_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     real = store.optuna_storage.create_new_trial
     calls = []
