@@ -9,8 +9,11 @@
   torch.compile) as the trial would use them.
 
 Both train the same model from the same initial weights with the same optimizer, batch size and
-augmentation. Each path runs `warmup` untimed epochs (worker start-up, cuDNN autotuning,
-compilation), then `epochs` timed ones; the clock stops after a device synchronisation.
+augmentation. Each path is built and runs `warmup` untimed epochs (worker start-up, cuDNN
+autotuning, compilation; its peak memory is measured here, before the other path exists). The
+`epochs` timed epochs then alternate between the paths, each ending with a device
+synchronisation, and the median epoch is reported: load from other processes hits both paths
+alike and a burst of it moves the median less than the mean.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -36,6 +40,7 @@ from robustbench_opt.data import DataSplits, load_splits
 from robustbench_opt.data.device import device_batches
 from robustbench_opt.data.loader import MAX_WORKERS
 from robustbench_opt.data.transforms import batch_cutmix, image_transform
+from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
 from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
 from robustbench_opt.train import check_recipe, describe_device, package_versions, pick_device
@@ -50,10 +55,11 @@ class BenchRecord:
 
     path: str  # "plain" or "device"
     device: str  # e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu (x86_64, 2 threads)"
-    images_per_s: float  # training images per second over the timed epochs
-    seconds_per_epoch: float  # mean wall time of a timed epoch
-    peak_memory_bytes: int  # CUDA: max allocated; CPU: peak RSS growth of this process
-    memory_kind: str  # "cuda max allocated" or "cpu peak rss delta"
+    images_per_s: float  # training images of one epoch / seconds_per_epoch
+    seconds_per_epoch: float  # median wall time of the timed epochs (robust to a busy machine)
+    epoch_seconds: list[float]  # wall time of every timed epoch
+    peak_memory_bytes: int  # peak growth while this path was built and warmed up (see _Memory)
+    memory_kind: str  # "cuda peak allocated delta" or "cpu peak rss delta"
     images: int  # training images in the timed epochs
     epochs: int  # timed epochs
     warmup_epochs: int
@@ -133,14 +139,18 @@ def _rss_bytes() -> int:
 
 
 class _Memory:
-    """Peak memory while a path runs: CUDA max allocated, or the peak growth of the RSS."""
+    """Peak memory growth while a path is built and warmed up, before the other path runs:
+    CUDA max allocated, or the process's resident set (DataLoader workers not included)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.kind = "cuda max allocated" if self.cuda else "cpu peak rss delta"
+        self.kind = "cuda peak allocated delta" if self.cuda else "cpu peak rss delta"
+        self.device = device
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        self.device, self.start = device, _rss_bytes()
+            self.start = torch.cuda.memory_allocated(device)
+        else:
+            self.start = _rss_bytes()
         self.peak = self.start
 
     def sample(self) -> None:
@@ -149,7 +159,7 @@ class _Memory:
 
     def result(self) -> int:
         if self.cuda:
-            return int(torch.cuda.max_memory_allocated(self.device))
+            return int(torch.cuda.max_memory_allocated(self.device)) - self.start
         return self.peak - self.start
 
 
@@ -160,22 +170,30 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def run_path(
-    path: str,
-    config: TrialConfig,
-    splits: DataSplits,
-    device: torch.device,
-    epochs: int,
-    warmup: int,
-) -> BenchRecord:
-    """Trains `warmup` + `epochs` epochs along `path`; times the last `epochs`."""
-    fast = path == "device"
+@dataclass
+class _Path:
+    """One path, built and warmed up, ready for timed epochs."""
+
+    name: str
+    run_epoch: Callable[[int], int]  # 1-based epoch -> training images
+    options: dict[str, bool]
+    workers: int
+    memory_bytes: int
+    memory_kind: str
+
+
+def prepare_path(
+    name: str, config: TrialConfig, splits: DataSplits, device: torch.device, warmup: int
+) -> _Path:
+    """Builds `name`'s model, optimizer and batches, runs `warmup` epochs, measures memory."""
+    fast = name == "device"
     recipe = config.recipe
     options = {
         "channels_last": fast and recipe.channels_last,
         "amp_bf16": fast and recipe.amp_bf16 and device.type == "cuda",
         "compile": fast and recipe.compile,
     }
+    memory = _Memory(device)
     torch.manual_seed(config.seed)
     model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
     model = model.to(device)
@@ -197,32 +215,14 @@ def run_path(
     else:
         batches = plain_batches(splits, config, device, workers)
     memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+
+    def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
+        return _train(model, forward, built, batches(epoch), memory_format, autocast, sample)
+
     for epoch in range(1, warmup + 1):
-        _train(model, forward, built, batches(epoch), memory_format, autocast, None)
+        run_epoch(epoch, memory.sample)
     _synchronize(device)
-    memory = _Memory(device)
-    start = time.perf_counter()
-    images = 0
-    for epoch in range(warmup + 1, warmup + epochs + 1):
-        images += _train(model, forward, built, batches(epoch), memory_format, autocast, memory)
-    _synchronize(device)
-    seconds = time.perf_counter() - start
-    return BenchRecord(
-        path=path,
-        device=describe_device(device),
-        images_per_s=images / seconds,
-        seconds_per_epoch=seconds / epochs,
-        peak_memory_bytes=memory.result(),
-        memory_kind=memory.kind,
-        images=images,
-        epochs=epochs,
-        warmup_epochs=warmup,
-        workers=workers,
-        speedup=1.0,
-        options=options,
-        versions=package_versions(),
-        config=config.to_dict(),
-    )
+    return _Path(name, run_epoch, options, workers, memory.result(), memory.kind)
 
 
 def _train(
@@ -232,7 +232,7 @@ def _train(
     batches: Iterable[tuple[Tensor, Tensor]],
     memory_format: torch.memory_format,
     autocast: Callable[[], AbstractContextManager[Any]],
-    memory: _Memory | None,
+    sample: Callable[[], None] | None,
 ) -> int:
     """One epoch of optimizer steps; returns the number of training images."""
     model.train()
@@ -247,16 +247,60 @@ def _train(
 
         optimizer_step(model, built, compute_loss)
         seen += targets.shape[0]
-        if memory is not None:
-            memory.sample()
+        if sample is not None:
+            sample()
     return seen
 
 
-def bench(config: TrialConfig, epochs: int = 2, warmup: int = 1) -> list[BenchRecord]:
-    """Both paths on the trial's device, plain first; `speedup` relative to plain."""
+def _prime(config: TrialConfig, splits: DataSplits, device: torch.device) -> None:
+    """One throwaway forward-backward, so one-time costs (library handles, kernel caches) are
+    paid before memory is measured and not charged to whichever path runs first."""
+    model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
+    model = model.to(device)
+    shape = (config.recipe.batch_size, splits.in_channels, splits.image_size, splits.image_size)
+    model(torch.zeros(shape, device=device)).sum().backward()
+    _synchronize(device)
+
+
+def bench(config: TrialConfig, epochs: int = 3, warmup: int = 1) -> list[BenchRecord]:
+    """Both paths on the trial's device; timed epochs alternate between the paths, so a burst
+    of load from elsewhere hits both alike. `speedup` is relative to the plain path."""
     check_recipe(config.recipe)
+    if warmup < 1:
+        raise UserError(f"warmup must be at least 1 epoch, got {warmup}; use --warmup 1 or more")
     device = pick_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.download, config.val_fraction)
-    records = [run_path(path, config, splits, device, epochs, warmup) for path in PATHS]
+    _prime(config, splits, device)
+    paths = [prepare_path(name, config, splits, device, warmup) for name in PATHS]
+    times: dict[str, list[float]] = {path.name: [] for path in paths}
+    images = dict.fromkeys(times, 0)
+    for epoch in range(warmup + 1, warmup + epochs + 1):
+        for path in paths:
+            start = time.perf_counter()
+            images[path.name] += path.run_epoch(epoch)
+            _synchronize(device)
+            times[path.name].append(time.perf_counter() - start)
+    records = []
+    for path in paths:
+        median = statistics.median(times[path.name])
+        records.append(
+            BenchRecord(
+                path=path.name,
+                device=describe_device(device),
+                images_per_s=images[path.name] / epochs / median,
+                seconds_per_epoch=median,
+                epoch_seconds=times[path.name],
+                peak_memory_bytes=path.memory_bytes,
+                memory_kind=path.memory_kind,
+                images=images[path.name],
+                epochs=epochs,
+                warmup_epochs=warmup,
+                workers=path.workers,
+                speedup=1.0,
+                options=path.options,
+                versions=package_versions(),
+                config=config.to_dict(),
+            )
+        )
     base = records[0].images_per_s
     return [replace(r, speedup=r.images_per_s / base) for r in records]

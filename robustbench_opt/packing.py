@@ -45,7 +45,7 @@ class DataShape:
 
 
 DATA_SHAPES: dict[str, DataShape] = {
-    "digits": DataShape(1, 8, 1437, 10),  # 1797 images, 80% stratified train split
+    "digits": DataShape(1, 8, 1438, 10),  # 1797 images, 80% stratified train split
     "cifar10": DataShape(3, 32, 50_000, 10),
     "cifar100": DataShape(3, 32, 50_000, 100),
 }

@@ -1,18 +1,21 @@
 """Device-resident training data with batched augmentation.
 
 The training split lives on the training device as one uint8 NCHW tensor. Each epoch draws a
-seeded permutation and augments whole batches there, with the same distributions as the
-torchvision per-image transforms it replaces:
+seeded permutation and augments whole batches there, stage by stage in `recipe.augment` order
+(uint8 -> uint8), with the same distributions as the per-image transforms of `data.transforms`:
 
 - crop_flip: `v2.RandomCrop(size, padding=p)` (offsets uniform over 0..2p per axis, zero
-  padding) then `v2.RandomHorizontalFlip(p=0.5)`;
-- brightness: an additive delta uniform in [-b, b] on [0, 1] images, clipped to [0, 1];
+  padding; p scaled to the image size as there) then `v2.RandomHorizontalFlip(p=0.5)`;
+- brightness: `transforms.RandomBrightness`: a delta uniform in [-b, b] on the [0, 1] scale,
+  clipped, rounded back to uint8;
 - trivialaugment: `v2.TrivialAugmentWide()` (nearest interpolation, zero fill), one operation and
-  magnitude per image; images are grouped by operation and each group is transformed at once;
+  magnitude per image; images are grouped by operation and each group is transformed at once,
+  with torchvision's own arithmetic (outputs equal its functional ops on CPU);
 - CutMix per batch with probability p: `v2.CutMix(alpha=a)` box and corrected lambda, soft labels;
 - normalisation with the data set's per-channel mean and std.
 
-Nothing here is CPU- or CUDA-specific: every tensor is created on the data's device.
+Every tensor is created on the data's device, so the same code runs on CPU and CUDA. (MPS lacks
+float64, which the exact TrivialAugment arithmetic uses; the auto rule keeps MPS on the loader.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +97,7 @@ class TASample:
     magnitudes: Tensor  # (n,) float32; 0 for operations without a magnitude
 
 
+@lru_cache(maxsize=8)
 def magnitude_table(device: torch.device) -> tuple[Tensor, Tensor]:
     """(ops, bins) magnitudes and (ops,) signed flags, exactly torchvision's tables."""
     rows, signed = [], []
@@ -326,27 +331,22 @@ def augment(x: Tensor, recipe: Recipe, generator: torch.Generator) -> Tensor:
     return x
 
 
-class _Resident:
-    """One-slot cache: the last training split copied to a device, kept across epochs."""
-
-    source: weakref.ref[Tensor] | None = None
-    device: torch.device | None = None
-    tensors: tuple[Tensor, Tensor] | None = None
+_RESIDENT: dict[int, tuple[torch.device, Tensor, Tensor]] = {}  # id(source x) -> device copy
 
 
 def resident(x: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """`x` and `y` on `device`, copied once and reused while `x` is alive."""
-    slot = _Resident
-    if (
-        slot.tensors is None
-        or slot.device != device
-        or slot.source is None
-        or slot.source() is not x
-    ):
-        slot.tensors = None  # free the previous copy before making the next
-        slot.tensors = (x.to(device), y.to(device))
-        slot.source, slot.device = weakref.ref(x), device
-    return slot.tensors
+    """`x` and `y` on `device`: copied on first use and reused across epochs; the copy is
+    dropped when `x` is (one copy per source, so a trial's split leaves the GPU with it)."""
+    if x.device == device and y.device == device:
+        return x, y
+    key = id(x)
+    cached = _RESIDENT.get(key)
+    if cached is None:
+        weakref.finalize(x, _RESIDENT.pop, key, None)
+    if cached is None or cached[0] != device:
+        _RESIDENT.pop(key, None)  # free the old copy before making the new one
+        cached = _RESIDENT[key] = (device, x.to(device), y.to(device))
+    return cached[1], cached[2]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

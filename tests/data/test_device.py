@@ -6,6 +6,7 @@ implementation with draws of torchvision's own transform on the same images.
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -17,6 +18,7 @@ from robustbench_opt.config import Recipe
 from robustbench_opt.data import train_batches
 from robustbench_opt.data import transforms as tv_path
 from robustbench_opt.data.device import (
+    _RESIDENT,
     TA_BINS,
     TA_FUNCTIONS,
     TA_OPS,
@@ -29,6 +31,7 @@ from robustbench_opt.data.device import (
     random_brightness,
     random_crop,
     random_flip,
+    resident,
     sample_trivialaugment,
     use_device_path,
 )
@@ -304,3 +307,15 @@ def test_cuda_path_matches_cpu_ops_and_stays_on_device():
     recipe = Recipe(batch_size=64, augment=("crop_flip", "trivialaugment"), cutmix_prob=1.0)
     for images, targets in device_batches(splits, recipe, cuda, 0, 1):
         assert images.device.type == "cuda" and targets.device.type == "cuda"
+
+
+def test_split_is_copied_to_a_device_once_and_dropped_with_its_source():
+    meta = torch.device("meta")  # stands in for an accelerator on a CPU-only machine
+    x, y = _images(8, 1, 8), torch.arange(8)
+    first, again = resident(x, y, meta), resident(x, y, meta)
+    assert first[0].device == meta and first[0] is again[0]
+    assert resident(x, y, CPU)[0] is x  # already there: no copy
+    key = id(x)
+    del x, first, again
+    gc.collect()
+    assert key not in _RESIDENT

@@ -1,0 +1,74 @@
+"""The packing rule: GPU fraction from model size, activations and batch size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_opt.config import Recipe, TrialConfig
+from robustbench_opt.data import load_splits
+from robustbench_opt.errors import UserError
+from robustbench_opt.models import build_model
+from robustbench_opt.packing import (
+    DATA_SHAPES,
+    MAX_TRIALS_PER_GPU,
+    REFERENCE_GPU_BYTES,
+    SATURATING_WORK,
+    estimate,
+    footprint,
+    gpu_fraction,
+)
+
+
+def _config(model: str, dataset: str = "cifar10", batch: int = 128) -> TrialConfig:
+    return TrialConfig(dataset, model, "adam", 1e-3, 0.0, recipe=Recipe(batch_size=batch))
+
+
+def test_footprint_counts_parameters_and_every_leaf_output():
+    size = footprint("simple_cnn", "digits")
+    assert size.params == sum(p.numel() for p in build_model("simple_cnn", 10, 1, 8).parameters())
+    # conv 32x8x8, relu, pool 32x4x4, conv 64x4x4, relu, pool 64x2x2, flatten, fc 128, relu, fc 10
+    conv1, pool1, conv2, pool2 = 32 * 64, 32 * 16, 64 * 16, 64 * 4
+    assert size.activations == 2 * conv1 + pool1 + 2 * conv2 + 2 * pool2 + 2 * 128 + 10
+
+
+def test_digits_shape_matches_the_loaded_data_set():
+    splits = load_splits("digits")
+    shape = DATA_SHAPES["digits"]
+    assert (shape.channels, shape.image_size) == (splits.in_channels, splits.image_size)
+    assert (shape.train_images, shape.num_classes) == (len(splits.train_y), splits.num_classes)
+
+
+def test_small_trials_share_a_gpu_and_large_ones_take_it_whole():
+    assert gpu_fraction(_config("simple_cnn", "digits", 64)) == 1 / MAX_TRIALS_PER_GPU
+    assert gpu_fraction(_config("resnet20")) == 0.25
+    for model in ("resnet18", "resnet34", "resnet50", "wrn28_10"):
+        assert gpu_fraction(_config(model)) == 1.0, model
+
+
+def test_fraction_follows_the_rule_and_never_shrinks_with_batch_size():
+    previous = 0.0
+    for batch in (16, 64, 256, 1024, 4096):
+        result = estimate(_config("resnet20", batch=batch))
+        k = result.trials_per_gpu
+        assert k in (1, 2, 4, 8) and result.fraction == 1 / k
+        fits = k * result.step_work <= SATURATING_WORK
+        fits = fits and k * result.memory_bytes <= REFERENCE_GPU_BYTES
+        assert fits or k == 1
+        if k < MAX_TRIALS_PER_GPU:  # k is the largest power of two that fits
+            doubled = 2 * k * result.step_work <= SATURATING_WORK
+            assert not (doubled and 2 * k * result.memory_bytes <= REFERENCE_GPU_BYTES)
+        assert result.fraction >= previous
+        previous = result.fraction
+
+
+def test_unknown_dataset_is_a_user_error():
+    with pytest.raises(UserError, match="unknown dataset 'cifar11'.*did you mean 'cifar10'"):
+        gpu_fraction(_config("resnet20", "cifar11"))
+
+
+def test_estimate_builds_nothing_on_a_real_device():
+    before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    estimate(_config("wrn28_10"))
+    after = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    assert after == before
