@@ -43,7 +43,13 @@ from robustbench_opt.data.transforms import batch_cutmix, image_transform
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
 from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
-from robustbench_opt.train import check_recipe, describe_device, package_versions, pick_device
+from robustbench_opt.train import (
+    check_recipe,
+    describe_device,
+    package_versions,
+    pick_device,
+    use_channels_last,
+)
 
 PATHS = ("plain", "device")
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]  # epoch (1-based) -> batches
@@ -189,7 +195,7 @@ def prepare_path(
     fast = name == "device"
     recipe = config.recipe
     options = {
-        "channels_last": fast and recipe.channels_last,
+        "channels_last": fast and use_channels_last(recipe, device),
         "amp_bf16": fast and recipe.amp_bf16 and device.type == "cuda",
         "compile": fast and recipe.compile,
     }

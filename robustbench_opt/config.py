@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 Schedule = Literal["constant", "step", "cosine", "plateau"]
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "plateau")
-AUGMENTATIONS: tuple[str, ...] = ("crop_flip", "brightness", "trivialaugment")
+AUGMENTATIONS: tuple[str, ...] = ("crop", "crop_flip", "brightness", "trivialaugment")
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
 
 
@@ -42,7 +42,7 @@ class Recipe:
     sam_equal_compute: bool = False  # SAM-family optimizers train for half the epochs
     # Speed options (issue 5); recorded with the trial.
     data_on_device: bool | None = None  # None = auto: keep data on the device when it fits
-    channels_last: bool = False  # NHWC memory format for conv nets
+    channels_last: bool | None = None  # NHWC memory format; None = auto: on for CUDA
     amp_bf16: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the model
 

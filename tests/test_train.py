@@ -276,6 +276,20 @@ def test_bf16_autocast_is_ignored_on_cpu_with_a_note() -> None:
     assert any("amp_bf16 ignored on cpu" in note for note in result.notes)
 
 
+def test_result_notes_the_data_path_and_memory_format_that_ran() -> None:
+    auto = train.run_trial(digits_config(epochs=1))
+    assert "data path: device-resident; channels_last off" in auto.notes  # CPU defaults
+    forced = train.run_trial(digits_config(epochs=1, data_on_device=False, channels_last=True))
+    assert "data path: torchvision loader; channels_last on" in forced.notes
+
+
+def test_channels_last_defaults_on_for_cuda_only() -> None:
+    assert train.use_channels_last(Recipe(), torch.device("cuda"))
+    assert not train.use_channels_last(Recipe(), torch.device("cpu"))
+    assert not train.use_channels_last(Recipe(channels_last=False), torch.device("cuda"))
+    assert train.use_channels_last(Recipe(channels_last=True), torch.device("cpu"))
+
+
 def test_pick_device() -> None:
     assert train.pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():

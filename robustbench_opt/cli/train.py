@@ -109,7 +109,7 @@ def _keyword(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"value of {key!r} is not a YAML value: {raw!r}") from None
 
 
-_DATA_ON_DEVICE = {"auto": None, "on": True, "off": False}
+_AUTO_ON_OFF = {"auto": None, "on": True, "off": False}
 
 
 def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,11 +178,16 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     add("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     add(
         "--data-on-device",
-        choices=tuple(_DATA_ON_DEVICE),
+        choices=tuple(_AUTO_ON_OFF),
         default="auto",
         help="keep data and augmentation on the device (auto: if it fits)",
     )
-    add("--channels-last", action="store_true", help="NHWC memory format")
+    add(
+        "--channels-last",
+        choices=tuple(_AUTO_ON_OFF),
+        default="auto",
+        help="NHWC memory format (auto: on for CUDA)",
+    )
     add("--amp-bf16", action="store_true", help="bf16 autocast (CUDA only)")
     add("--compile", action="store_true", help="torch.compile the model")
     add(
@@ -215,8 +220,8 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
         early_stopping_patience=args.early_stopping,
         divergence_factor=args.divergence_factor,
         sam_equal_compute=args.sam_equal_compute,
-        data_on_device=_DATA_ON_DEVICE[args.data_on_device],
-        channels_last=args.channels_last,
+        data_on_device=_AUTO_ON_OFF[args.data_on_device],
+        channels_last=_AUTO_ON_OFF[args.channels_last],
         amp_bf16=args.amp_bf16,
         compile=args.compile,
     )

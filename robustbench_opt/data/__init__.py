@@ -25,6 +25,7 @@ __all__ = [
     "eval_batches",
     "load_splits",
     "train_batches",
+    "use_device_path",
 ]
 
 

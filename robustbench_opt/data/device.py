@@ -316,6 +316,7 @@ def cutmix(x: Tensor, y: Tensor, draw: CutMixDraw) -> tuple[Tensor, Tensor]:
 Stage = Callable[[Tensor, Recipe, torch.Generator], Tensor]
 
 STAGES: dict[str, Stage] = {
+    "crop": lambda x, recipe, g: random_crop(x, crop_padding(recipe.crop_padding, x.shape[-1]), g),
     "crop_flip": lambda x, recipe, g: random_flip(
         random_crop(x, crop_padding(recipe.crop_padding, x.shape[-1]), g), g
     ),

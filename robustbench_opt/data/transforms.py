@@ -43,6 +43,9 @@ class RandomBrightness:
 Steps = Callable[[Recipe, int], list[Callable[[Tensor], Tensor]]]
 
 _STEPS: dict[str, Steps] = {
+    "crop": lambda recipe, size: [
+        v2.RandomCrop(size, padding=crop_padding(recipe.crop_padding, size)),
+    ],
     "crop_flip": lambda recipe, size: [
         v2.RandomCrop(size, padding=crop_padding(recipe.crop_padding, size)),
         v2.RandomHorizontalFlip(),

@@ -140,6 +140,19 @@ def test_crop_flip_on_digits_is_a_flip_and_a_shift_of_at_most_one_pixel(digits):
     assert moved >= 20
 
 
+def test_crop_alone_shifts_but_never_flips(digits):
+    torch.manual_seed(0)
+    transform = image_transform(Recipe(augment=("crop",)), 8)
+    moved = 0
+    for image in digits.train_x[:40]:
+        out = transform(image)
+        assert any(
+            torch.equal(out, shifted(image, dx, dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+        )
+        moved += not torch.equal(out, image)
+    assert moved >= 20
+
+
 def test_brightness_shifts_each_image_by_one_clipped_delta():
     torch.manual_seed(0)
     brighten = RandomBrightness(0.5)

@@ -24,6 +24,7 @@ from robustbench_opt.data.device import (
     TA_OPS,
     TASample,
     apply_trivialaugment,
+    augment,
     cutmix,
     cutmix_params,
     device_batches,
@@ -111,6 +112,14 @@ def test_crop_pastes_the_image_at_the_offset_with_zero_padding():
             if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
         ]
         assert matches
+
+
+def test_crop_stage_alone_never_flips():
+    x = torch.arange(8, dtype=torch.uint8).repeat(500, 1, 8, 1)  # columns 0..7: asymmetric
+    out = augment(x, Recipe(augment=("crop",), crop_padding=0), _generator())
+    assert torch.equal(out, x)  # zero padding: the crop is the identity, and nothing flips
+    flipped = augment(x, Recipe(augment=("crop_flip",), crop_padding=0), _generator())
+    assert not torch.equal(flipped, x)
 
 
 def test_flip_rate_is_one_half_like_torchvision():
