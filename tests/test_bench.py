@@ -65,7 +65,7 @@ def test_warmup_of_zero_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--warmup", "0"])
     assert exit_info.value.code == 2
-    assert "--warmup: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert "--warmup: must be >= 1, got '0'" in capsys.readouterr().err
     with pytest.raises(UserError, match="warmup must be at least 1 epoch"):
         bench(_config(), epochs=1, warmup=0)
 

@@ -8,6 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.train import add_trial_arguments, trial_config_from_args
 
 BENCH_EPOCHS = 3  # timed epochs per path unless --epochs says otherwise
@@ -30,20 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_trial_arguments(bench)
     bench.set_defaults(epochs=BENCH_EPOCHS, func=run_bench)
     bench.add_argument(
-        "--warmup", type=_warmup, default=1, metavar="EPOCHS", help="untimed epochs per path (>= 1)"
+        "--warmup",
+        type=positive_int,
+        default=1,
+        metavar="EPOCHS",
+        help="untimed epochs per path (>= 1)",
     )
     bench.add_argument("--json", action="store_true", help="print the records as JSON only")
     # --epochs (from the trial options) is the number of timed epochs per path here.
-
-
-def _warmup(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 
+from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, duration, make_plan
 from robustbench_opt.spec import load_study
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--address", help="join this Ray cluster (HOST:PORT; default $RAY_ADDRESS, else local)"
     )
     p.add_argument(
-        "--max-concurrent", type=_positive_int, help="at most N trials at once (default: as fits)"
+        "--max-concurrent", type=positive_int, help="at most N trials at once (default: as fits)"
     )
     p.add_argument(
         "--data-dir",
@@ -177,13 +178,3 @@ def _print_where(study: str, url: str) -> None:
     print(f"  robustbench-opt scores {study}{flag}")
     print(f"  robustbench-opt report {study}{flag}")
     print(f"  optuna-dashboard {url}")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value

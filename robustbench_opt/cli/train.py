@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from robustbench_opt.cli.argtypes import number
 from robustbench_opt.config import AUGMENTATIONS, SCHEDULES, EpochRecord, Recipe, TrialConfig
 from robustbench_opt.errors import UserError, unknown
 
@@ -46,35 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--full", action="store_true", help="wrap references instead of cutting them to one line"
     )
     optimizers.set_defaults(func=run_optimizers)
-
-
-def _number(
-    kind: type[int] | type[float],
-    *,
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-) -> Callable[[str], Any]:
-    """An argparse type: a finite int or float within the given bounds."""
-    bounds = [(">", gt), (">=", ge), ("<", lt), ("<=", le)]
-    rule = " and ".join(f"{op} {v:g}" for op, v in bounds if v is not None)
-    checks = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
-    noun = "an integer" if kind is int else "a number"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun} {rule}, got {text!r}") from None
-        ok = math.isfinite(value) and all(
-            checks[op](float(value), float(v)) for op, v in bounds if v is not None
-        )
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-        return value
-
-    return parse
 
 
 def _augmentations(text: str) -> tuple[str, ...]:
@@ -119,14 +90,14 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100")
     add("--model", default="simple_cnn", help="model name, e.g. simple_cnn, resnet20, resnet18")
     add("--optimizer", default="adam", help="optimizer name (see `robustbench-opt optimizers`)")
-    add("--lr", type=_number(float, gt=0), default=1e-3, help="learning rate (> 0)")
-    add("--weight-decay", type=_number(float, ge=0), default=0.0, help="weight decay (>= 0)")
-    add("--epochs", type=_number(int, ge=1), default=defaults.epochs, help="passes over the data")
+    add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0)")
+    add("--weight-decay", type=number(float, ge=0), default=0.0, help="weight decay (>= 0)")
+    add("--epochs", type=number(int, ge=1), default=defaults.epochs, help="passes over the data")
     add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
-    add("--batch-size", type=_number(int, ge=1), default=defaults.batch_size)
+    add("--batch-size", type=number(int, ge=1), default=defaults.batch_size)
     add("--schedule", choices=SCHEDULES, default=defaults.schedule, help="lr schedule per epoch")
     add("--milestones", type=_milestones, default=(), help="step schedule epochs, e.g. 150,225")
-    add("--gamma", type=_number(float, gt=0), default=defaults.step_gamma, help="step factor")
+    add("--gamma", type=number(float, gt=0), default=defaults.step_gamma, help="step factor")
     add(
         "--augment",
         type=_augmentations,
@@ -135,32 +106,32 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--cutmix",
-        type=_number(float, ge=0, le=1),
+        type=number(float, ge=0, le=1),
         default=0.0,
         metavar="PROB",
         help="probability a batch is CutMixed (paper: 1.0)",
     )
     add(
         "--cutmix-alpha",
-        type=_number(float, gt=0),
+        type=number(float, gt=0),
         default=defaults.cutmix_alpha,
         help="CutMix area ratio ~ Beta(alpha, alpha)",
     )
     add(
         "--wd-off-fraction",
-        type=_number(float, ge=0, le=1),
+        type=number(float, ge=0, le=1),
         metavar="F",
         help="weight decay 0 after this share of epochs (paper: 0.75)",
     )
     add(
         "--early-stopping",
-        type=_number(int, ge=1),
+        type=number(int, ge=1),
         metavar="PATIENCE",
         help="stop after this many epochs without val (else test) accuracy gain",
     )
     add(
         "--divergence-factor",
-        type=_number(float, gt=0),
+        type=number(float, gt=0),
         default=defaults.divergence_factor,
         help="diverged: epoch mean train loss > factor x first-batch loss",
     )
@@ -169,7 +140,7 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--val-fraction",
-        type=_number(float, ge=0, lt=1),
+        type=number(float, ge=0, lt=1),
         default=0.0,
         help="share of the training split held out for validation",
     )
