@@ -11,7 +11,7 @@ import pandas as pd
 
 from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.errors import unknown
-from robustbench_opt.runner import Plan, duration, make_plan
+from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
 from robustbench_opt.spec import load_study
 from robustbench_opt.storage import Store, resolve_url
 from robustbench_opt.storage.tables import FINISHED, STATES
@@ -63,6 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, data_dir=os.path.abspath(data_dir))
     study = args.study_name or spec.name
     url = resolve_url(args.storage)
+    address = ray_address(args.address)
+    if address and not args.dry_run:
+        check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if (not args.dry_run or Store.exists(url)) else None
     plan = make_plan(store, spec, study)
     _print_plan(plan, args.study_file, url)

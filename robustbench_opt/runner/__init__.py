@@ -5,6 +5,6 @@
 
 from __future__ import annotations
 
-from robustbench_opt.runner.plan import Plan, duration, make_plan
+from robustbench_opt.runner.plan import Plan, check_address, duration, make_plan, ray_address
 
-__all__ = ["Plan", "duration", "make_plan"]
+__all__ = ["Plan", "check_address", "duration", "make_plan", "ray_address"]

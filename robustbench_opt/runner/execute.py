@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from ray import tune
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
-from robustbench_opt.runner.plan import Plan, duration
+from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
 from robustbench_opt.spec import StudySpec
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
 from robustbench_opt.storage.tables import DIVERGED, DONE, FAILED
@@ -112,11 +111,11 @@ def connect(address: str | None) -> bool:
     """
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     if not address:
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         return True
-    _check_reachable(address)
+    check_address(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError) as err:
@@ -141,8 +140,9 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> Resourc
     if gpus == "auto":
         if have_gpu == 0:
             return {"cpu": cpus, "gpu": 0.0}
-        fraction = _gpu_fraction()
-        return lambda params: {"cpu": cpus, "gpu": fraction(configs[params["cell_id"]])}
+        from robustbench_opt.packing import gpu_fraction  # imports torch: only when needed
+
+        return lambda params: {"cpu": cpus, "gpu": gpu_fraction(configs[params["cell_id"]])}
     if gpus > 0 and have_gpu == 0:
         raise UserError(
             f"resources.gpus={gpus:g} per trial but the Ray cluster has no GPU; "
@@ -316,31 +316,3 @@ def _error_of(trial: Any) -> tuple[str, str]:
         return (lines[-1] if lines else "trial failed without an error message"), detail
     message = str(cause).strip().splitlines()
     return (f"{type(cause).__name__}: {message[0]}" if message else type(cause).__name__), detail
-
-
-def _check_reachable(address: str) -> None:
-    """Fails fast, in one line, when a HOST:PORT address does not answer."""
-    if address == "auto":
-        return
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(
-            f"invalid Ray address {address!r}; valid: HOST:PORT, ray://HOST:PORT or auto; "
-            "fix --address or $RAY_ADDRESS"
-        )
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as err:
-        raise UserError(
-            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; "
-            "check --address or $RAY_ADDRESS and that the head node is up"
-        ) from None
-
-
-def _gpu_fraction() -> Callable[[TrialConfig], float]:
-    """GPU share per trial from robustbench_opt.packing; a whole GPU until that module exists."""
-    try:
-        from robustbench_opt.packing import gpu_fraction
-    except ModuleNotFoundError:
-        return lambda config: 1.0
-    return lambda config: float(gpu_fraction(config))

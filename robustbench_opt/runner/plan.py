@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,3 +94,27 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def ray_address(address: str | None) -> str | None:
+    """The cluster to join: --address, else $RAY_ADDRESS; None starts a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_address(address: str) -> None:
+    """Fails fast, in one line, when a HOST:PORT address does not answer."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"invalid Ray address {address!r}; valid: HOST:PORT, ray://HOST:PORT or auto; "
+            "fix --address or $RAY_ADDRESS"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; "
+            "check --address or $RAY_ADDRESS and that the head node is up"
+        ) from None

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ ENV_VAR = "ROBUSTBENCH_STORAGE"
 HEARTBEAT_SECONDS = 15.0  # how often a run refreshes its heartbeat
 STALE_AFTER_SECONDS = 180.0  # a run silent this long has lost its claims (any host)
 _CHUNK = 500  # cell ids per IN (...) clause
+SCHEMA_ATTEMPTS = 5  # opening a new database retries when another process creates it too
 
 CELL_COLUMNS = (
     "cell_id",
@@ -133,15 +135,21 @@ class Store:
         parsed = _parse(url)
         self.display_url = parsed.render_as_string(hide_password=True)
         _check_sqlite_path(parsed, url, create)
-        try:
-            self._optuna = RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
-            self._engine = self._optuna.engine
-            t.metadata.create_all(self._engine)
-        except (sa.exc.SQLAlchemyError, ImportError, RuntimeError) as err:
-            first = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            raise UserError(
-                f"cannot open storage {self.display_url}: {first}; check --storage or ${ENV_VAR}"
-            ) from None
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                self._optuna = RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+                self._engine = self._optuna.engine
+                t.metadata.create_all(self._engine)
+                break
+            except (sa.exc.SQLAlchemyError, ImportError, RuntimeError) as err:
+                first = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+                if attempt < SCHEMA_ATTEMPTS and _lost_schema_race(first):
+                    time.sleep(0.2 * attempt)  # another process just created the schema
+                    continue
+                raise UserError(
+                    f"cannot open storage {self.display_url}: {first}; "
+                    f"check --storage or ${ENV_VAR}"
+                ) from None
         self._distributions: dict[str, dict[str, Any]] = {}
 
     @staticmethod
@@ -669,6 +677,12 @@ class SpecChanged(Exception):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _lost_schema_race(message: str) -> bool:
+    """Whether opening failed because another process created the same tables at that moment
+    (SQLite: "table ... already exists"; PostgreSQL: a duplicate row in its type catalogue)."""
+    return "already exists" in message or "pg_type_typname_nsp_index" in message
 
 
 def _parse(url: str) -> sa.URL:

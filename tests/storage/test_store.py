@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 
 import optuna
 import pytest
@@ -141,6 +142,29 @@ def test_concurrent_processes_partition_the_cells(storage_url: str, store: Store
     assert all(p.returncode == 0 for p in procs)
     assert sorted(claims[0] + claims[1]) == sorted(ids)
     assert not set(claims[0]) & set(claims[1])
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from robustbench_opt.storage import Store
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start at the same moment
+    Store(sys.argv[1]).list_studies()
+    """
+)
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(storage_url: str) -> None:
+    """Two `run`s started together on a new database both create its schema: neither may fail."""
+    start = str(time.time() + 3.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, storage_url, start], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
 
 
 def test_result_epochs_and_optuna_trial(store: Store) -> None:
