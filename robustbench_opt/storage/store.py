@@ -679,10 +679,17 @@ class SpecChanged(Exception):
 # ---------------------------------------------------------------------- helpers
 
 
+SCHEMA_RACE_MESSAGES = (
+    "already exists",  # a table another process created (SQLite, PostgreSQL)
+    "UNIQUE constraint failed",  # SQLite: a version row another process inserted
+    "duplicate key value violates unique constraint",  # PostgreSQL: the same, or pg_type rows
+)
+
+
 def _lost_schema_race(message: str) -> bool:
-    """Whether opening failed because another process created the same tables at that moment
-    (SQLite: "table ... already exists"; PostgreSQL: a duplicate row in its type catalogue)."""
-    return "already exists" in message or "pg_type_typname_nsp_index" in message
+    """Whether opening a database failed because another process was creating its tables and
+    version rows at that moment. Opening writes nothing else, so such a conflict is that race."""
+    return any(text in message for text in SCHEMA_RACE_MESSAGES)
 
 
 def _parse(url: str) -> sa.URL:
