@@ -205,3 +205,36 @@ def test_killed_driver_then_rerun_trains_each_cell_once(
     complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
     assert complete == Counter(frame["cell_id"])
     assert set(events(log, "done").values()) == {1} and len(events(log, "done")) == 4
+
+
+def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+) -> None:
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) stops the run
+    cleanly: finished cells stay, the cells in flight are released, and a rerun finishes."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("interrupted", [0.1, 0.01])
+    log = tmp_path / "log"
+    fake = {"epoch_seconds": 1.0, "log": str(log)}
+    args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
+    proc = drive(driver_script, fake, *args)
+    deadline = time.monotonic() + 150
+    while sum(events(log, "done").values()) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code != 0 and "Traceback" not in err
+    frame = Store(url).cells_frame("interrupted")
+    assert "running" not in set(frame["state"]) and "done" in set(frame["state"])
+
+    code, _, err = finish(drive(driver_script, fake, *args))
+    assert code == 0, err
+    frame = Store(url).cells_frame("interrupted")
+    assert set(frame["state"]) == {"done"}
+    trials = optuna_trials(url, "interrupted")
+    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(frame["cell_id"])  # every cell exactly once
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finished = events(log, "done")  # trainings that ran to the end, per cell
+    assert len(finished) == 4 and set(finished.values()) == {1}  # none trained twice
