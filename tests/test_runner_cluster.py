@@ -7,6 +7,7 @@ end every Ray process on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,10 +33,17 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ROBUSTBE
 }
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: all sockets stay bound until every port is known."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def session(sid: int) -> list[int]:
@@ -65,18 +73,17 @@ def kill_all(pids: list[int]) -> None:
 def ray_node() -> str:
     """A Ray head node started with `ray start`; yields its address."""
     temp = tempfile.mkdtemp(prefix="rbo-ray-")
-    port = free_port()
-    ports = {
-        flag: str(free_port())
-        for flag in (
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port",
-            "--metrics-export-port",
-            "--node-manager-port",
-            "--object-manager-port",
-        )
-    }
+    flags = (
+        "--port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+        "--node-manager-port",
+        "--object-manager-port",
+    )
+    ports = dict(zip(flags, map(str, free_ports(len(flags))), strict=True))
+    port = ports.pop("--port")
     cmd = [RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--num-cpus=2"]
     cmd += ["--include-dashboard=false", "--disable-usage-stats"]
     cmd += [f"{flag}={value}" for flag, value in ports.items()]
