@@ -27,6 +27,7 @@ from robustbench_opt.analysis.tables import (
     table_rows,
     variant_optimizer_table,
 )
+from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import UserError
 
 FORMATS = ("table", "csv", "json")
@@ -127,27 +128,6 @@ def _study_cells(args: argparse.Namespace) -> tuple[object, pd.DataFrame]:
     return store, cells
 
 
-def _print(frame: pd.DataFrame, fmt: str, title: str = "", notes: list[str] = ()) -> None:
-    if fmt == "csv":
-        frame.to_csv(sys.stdout, index=False)
-    elif fmt == "json":
-        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
-    else:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-
-        table = Table(title=escape(title) or None, show_lines=False)
-        for k, column in enumerate(frame.columns):
-            table.add_column(escape(str(column)), justify="left" if k < 2 else "right")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(escape(str(v)) for v in row))
-        console = Console(width=max(100, min(250, 12 * len(frame.columns))))
-        console.print(table)
-        for note in notes:
-            console.print(note, markup=False, style="dim")
-
-
 def cmd_studies(args: argparse.Namespace) -> int:
     rows = [
         {
@@ -167,7 +147,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if not rows and args.format == "table":
         print("no studies yet; run one with `robustbench-opt run` or `robustbench-opt import`")
         return 0
-    _print(pd.DataFrame(rows), args.format, "studies")
+    print_frame(pd.DataFrame(rows), args.format, "studies")
     return 0
 
 
@@ -179,7 +159,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     _, cells = _study_cells(args)
     frame = results_frame(cells, args.optimizer, args.variant, args.state)
     if args.format != "table":
-        _print(frame, args.format)
+        print_frame(frame, args.format)
         return 0
     shown = pd.DataFrame(
         {
@@ -195,7 +175,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             "seconds": frame["seconds"].map(lambda v: "-" if math.isnan(v) else f"{v:.1f}"),
         }
     )
-    _print(shown, "table", f"{args.study}: {len(frame)} trials")
+    print_frame(shown, "table", f"{args.study}: {len(frame)} trials")
     return 0
 
 
@@ -204,10 +184,10 @@ def cmd_scores(args: argparse.Namespace) -> int:
     require_measured(cells, args.study, args.metric)
     scores = compute_scores(cells, args.metric)
     if args.format != "table":
-        _print(scores, args.format)
+        print_frame(scores, args.format)
         return 0
     shown = scores_display(scores, expected_best_curves(cells, args.metric))
-    _print(shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric))
+    print_frame(shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric))
     return 0
 
 

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 
 from robustbench_opt.cli.argtypes import positive_int
+from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
 from robustbench_opt.spec import load_study
@@ -116,8 +117,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     for name in [args.study] if args.study else names:
         frame = store.cells_frame(name)
-        print(f"study {name}: {len(frame)} cells")
-        print(status_table(frame).to_string())
+        table = status_table(frame).rename_axis("optimizer").reset_index()
+        print_frame(table, title=f"study {name}: {len(frame)} cells")
         stale = store.stale_runs(name)
         if stale:
             n = sum(1 for run in store.claims(name).values() if run in stale)
