@@ -121,6 +121,18 @@ def events(log: Path, event: str) -> Counter:
     return Counter(tuple(x["cell"]) for x in lines if x["event"] == event)
 
 
+def wait_for_a_recorded_cell(proc: subprocess.Popen, url: str, study: str) -> None:
+    """Waits until the driver has written at least one finished cell to the database."""
+    deadline = time.monotonic() + 150
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        if Store.exists(url):
+            store = Store(url, create=False)
+            if store.has_study(study) and "done" in set(store.cells_frame(study)["state"]):
+                return
+        time.sleep(0.2)
+
+
 def assert_recorded_cells_trained_once(log: Path, url: str, study: str, recorded: set) -> None:
     """Cells the database held as finished before an interruption were never trained again."""
     keys = {
@@ -204,10 +216,7 @@ def test_killed_driver_then_rerun_trains_each_cell_once(
     fake = {"epoch_seconds": 1.0, "log": str(log)}
     # Its own local Ray (no --address): the case where Ray's agents can outlive the driver.
     proc = drive(driver_script, fake, str(path), "--storage", url, "--max-concurrent", "1")
-    deadline = time.monotonic() + 150
-    while sum(events(log, "done").values()) < 1:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.2)
+    wait_for_a_recorded_cell(proc, url, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
@@ -243,10 +252,7 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
     fake = {"epoch_seconds": 1.0, "log": str(log)}
     args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
     proc = drive(driver_script, fake, *args)
-    deadline = time.monotonic() + 150
-    while sum(events(log, "done").values()) < 1:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.2)
+    wait_for_a_recorded_cell(proc, url, "interrupted")
     os.killpg(proc.pid, signal.SIGINT)
     code, _, err = finish(proc)
     assert code != 0 and "Traceback" not in err
