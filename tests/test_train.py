@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,6 @@ from robustbench_opt import train
 from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models on a shared 2-core CI box run ~10x faster this way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def digits_config(**changes: object) -> TrialConfig:
