@@ -94,4 +94,4 @@ def test_dockerfile_installs_the_package_on_a_cuda_pytorch_base() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:\S+-cuda12\.\d+-\S+$", text, re.M)
     assert "FROM ${BASE_IMAGE}" in text
-    assert re.search(r'pip install "\.\[postgres\]"', text)
+    assert re.search(r'pip install "\.\[postgres,dashboard\]"', text)  # driver + dashboard
