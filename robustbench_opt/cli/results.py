@@ -257,7 +257,19 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"study {args.study!r} already exists in {store.display_url}; "
             "import under another --study name"
         )
-    store.import_cells(args.study, rows, source_note=f"imported from {Path(args.file).name}")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    columns = ("importing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("import", total=len(rows))
+        store.import_cells(
+            args.study,
+            rows,
+            source_note=f"imported from {Path(args.file).name}",
+            on_row=lambda n: progress.update(task, completed=n),
+        )
     diverged = sum(r["diverged"] for r in rows)
     print(
         f"imported {len(rows)} trials ({diverged} diverged) into study {args.study!r}; "

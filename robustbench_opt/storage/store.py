@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -237,11 +237,18 @@ class Store:
         frame["epoch"] = frame["epoch"].astype(int)
         return frame
 
-    def import_cells(self, study: str, rows: list[dict[str, Any]], source_note: str) -> None:
+    def import_cells(
+        self,
+        study: str,
+        rows: list[dict[str, Any]],
+        source_note: str,
+        on_row: Callable[[int], None] | None = None,
+    ) -> None:
         """Registers an imported study: every row becomes a COMPLETE Optuna trial and our row.
 
         All or nothing: rows are validated first, and on any write error everything written
-        for `study` is removed again. An existing study name is refused.
+        for `study` is removed again. An existing study name is refused. `on_row(n)` is called
+        after the n-th Optuna trial is written (one transaction each: ~25 ms per row on SQLite).
         """
         if self._study_exists_anywhere(study):
             raise UserError(
@@ -278,6 +285,8 @@ class Store:
                 )
                 trial = template(key, dists, TrialState.COMPLETE, attrs, value)
                 trial_id = self._optuna.create_new_trial(study_id, template_trial=trial)
+                if on_row is not None:
+                    on_row(len(cell_rows) + 1)
                 cell_rows.append(
                     _cell_values(study, cell_id, key, "{}")
                     | {

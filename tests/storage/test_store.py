@@ -329,6 +329,12 @@ def test_import_writes_complete_trials(store: Store) -> None:
         store.import_cells(STUDY, IMPORT_ROWS, "clash")
 
 
+def test_import_reports_progress_per_written_trial(store: Store) -> None:
+    written: list[int] = []
+    store.import_cells("paper", IMPORT_ROWS, "paper Table 2", on_row=written.append)
+    assert written == list(range(1, len(IMPORT_ROWS) + 1))
+
+
 def test_import_keeps_a_diverged_cell_without_accuracy(store: Store) -> None:
     """A paper's "diverged" entry has no accuracy: stored as diverged with none, not refused."""
     rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "final_test_acc": None,
