@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sized
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -203,10 +203,13 @@ def run_trial(
     model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
     n_params = sum(p.numel() for p in model.parameters())
     model = model.to(device)
+    # Decide the data path once: the auto rule reads free device memory, which this trial's
+    # own data, model and activations then take, so asking again each epoch could flip it.
+    recipe = replace(recipe, data_on_device=use_device_path(splits, recipe, device))
     channels_last = use_channels_last(recipe, device)
     notes = [
         "data path: "
-        + ("device-resident" if use_device_path(splits, recipe, device) else "torchvision loader")
+        + ("device-resident" if recipe.data_on_device else "torchvision loader")
         + f"; channels_last {'on' if channels_last else 'off'}"
     ]
     if channels_last:

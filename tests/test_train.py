@@ -273,6 +273,26 @@ def test_result_notes_the_data_path_and_memory_format_that_ran() -> None:
     assert "data path: torchvision loader; channels_last on" in forced.notes
 
 
+def test_data_path_is_decided_once_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auto mode reads free device memory, which the trial itself then uses: the choice made
+    before the first epoch must hold for every epoch."""
+    from robustbench_opt.data import device as device_path
+
+    answers = iter([True] + [False] * 10)  # fits at first, "no longer fits" afterwards
+    monkeypatch.setattr(device_path, "fits_on_device", lambda splits, device: next(answers))
+    seen: list[bool | None] = []
+    real = train.train_batches
+
+    def spy(splits, recipe, device, seed, epoch):
+        seen.append(recipe.data_on_device)
+        return real(splits, recipe, device, seed, epoch)
+
+    monkeypatch.setattr(train, "train_batches", spy)
+    result = train.run_trial(digits_config(epochs=3))
+    assert seen == [True, True, True]
+    assert "data path: device-resident; channels_last off" in result.notes
+
+
 def test_channels_last_defaults_on_for_cuda_only() -> None:
     assert train.use_channels_last(Recipe(), torch.device("cuda"))
     assert not train.use_channels_last(Recipe(), torch.device("cpu"))
