@@ -453,9 +453,7 @@ class Store:
     def record_start(self, study: str, cell_id: str) -> None:
         """A claimed cell starts training: a RUNNING Optuna trial, earlier epochs dropped."""
         row = self._cell(study, cell_id)
-        attrs = {"cell_id": cell_id, "config": json.loads(row.config_json)}
-        trial = template(_row_key(row), self._dists(study), TrialState.RUNNING, attrs)
-        trial_id = self._optuna.create_new_trial(self._study_id(study), template_trial=trial)
+        trial_id = self._new_running_trial(study, row)
         with self._engine.begin() as conn:
             conn.execute(
                 sa.delete(t.epoch).where(t.epoch.c.study == study, t.epoch.c.cell_id == cell_id)
@@ -491,8 +489,10 @@ class Store:
             self.record_start(study, cell_id)
             trial_id = self._cell(study, cell_id).optuna_trial_id
         record = result.to_dict()
+        written = self._optuna.get_trial(trial_id).intermediate_values  # by record_epoch
         for epoch in result.epochs:
-            self._optuna.set_trial_intermediate_value(trial_id, epoch.epoch, epoch.test_acc)
+            if epoch.epoch not in written:
+                self._optuna.set_trial_intermediate_value(trial_id, epoch.epoch, epoch.test_acc)
         attrs = {
             "cell_id": cell_id,
             "status": result.status,
@@ -512,9 +512,7 @@ class Store:
         row = self._cell(study, cell_id)
         trial_id = row.optuna_trial_id
         if trial_id is None:
-            attrs = {"cell_id": cell_id, "config": json.loads(row.config_json)}
-            trial = template(_row_key(row), self._dists(study), TrialState.RUNNING, attrs)
-            trial_id = self._optuna.create_new_trial(self._study_id(study), template_trial=trial)
+            trial_id = self._new_running_trial(study, row)
         self._optuna.set_trial_user_attr(trial_id, "error", error)
         self._fail_trial(trial_id, error)
         with self._engine.begin() as conn:
@@ -563,6 +561,12 @@ class Store:
         if row is None:
             raise KeyError(f"cell {cell_id} is not registered in study {study!r}")
         return row
+
+    def _new_running_trial(self, study: str, row: Any) -> int:
+        """A RUNNING Optuna trial for a cell row (its params, config attribute); its id."""
+        attrs = {"cell_id": row.cell_id, "config": json.loads(row.config_json)}
+        trial = template(_row_key(row), self._dists(study), TrialState.RUNNING, attrs)
+        return self._optuna.create_new_trial(self._study_id(study), template_trial=trial)
 
     def _dists(self, study: str) -> dict[str, Any]:
         if study not in self._distributions:
