@@ -34,9 +34,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from robustbench_opt.config import Recipe
-from robustbench_opt.data.splits import DataSplits
+from robustbench_opt.data.splits import DataSplits, check_batch_size, normalisation
 from robustbench_opt.data.transforms import crop_padding
-from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.errors import unknown
 
 # The operation set and magnitude ranges come from torchvision itself, so they cannot drift.
 TA_SPACE = v2.TrivialAugmentWide._AUGMENTATION_SPACE
@@ -361,12 +361,7 @@ def device_batches(
     """One epoch of (normalised float32 images, targets) made on `device`, like
     `loader.torchvision_batches`: a seeded permutation, full batches only, batched augmentation;
     targets are int64 labels, or soft labels [B, K] for a CutMixed batch."""
-    n, size = len(splits.train_y), recipe.batch_size
-    if size > n:
-        raise UserError(
-            f"batch_size {size} exceeds the {n} training images of {splits.name!r}; "
-            f"use a batch_size of at most {n}"
-        )
+    check_batch_size(splits, recipe.batch_size)
     for name in recipe.augment:
         if name not in STAGES:
             raise unknown("augmentation", name, STAGES, "fix the recipe's augment list")
@@ -391,17 +386,6 @@ def _epoch(
             soft = F.one_hot(y, splits.num_classes).to(torch.float32)
             x, y = cutmix(x, soft, draw)
         yield x.to(torch.float32).mul_(scale).add_(shift), y
-
-
-def normalisation(splits: DataSplits, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift), [1, C, 1, 1]: uint8 * scale + shift = (x / 255 - mean) / std."""
-    mean = torch.tensor(splits.mean, dtype=torch.float64)
-    std = torch.tensor(splits.std, dtype=torch.float64)
-    scale, shift = 1 / (255 * std), -mean / std
-    return (
-        scale.to(torch.float32).view(1, -1, 1, 1).to(device),
-        shift.to(torch.float32).view(1, -1, 1, 1).to(device),
-    )
 
 
 def fits_on_device(splits: DataSplits, device: torch.device) -> bool:

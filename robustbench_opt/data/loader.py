@@ -16,9 +16,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from robustbench_opt.config import Recipe
-from robustbench_opt.data.splits import DataSplits
+from robustbench_opt.data.splits import DataSplits, check_batch_size, normalisation
 from robustbench_opt.data.transforms import batch_cutmix, image_transform
-from robustbench_opt.errors import UserError
 
 MAX_WORKERS = 8  # DataLoader processes when augmenting per image (auto mode)
 
@@ -32,14 +31,9 @@ class SeededBatches(Dataset):
     """Item b is batch b of one epoch: (uint8 images, int64 labels or float soft labels)."""
 
     def __init__(self, splits: DataSplits, recipe: Recipe, seed: int, epoch: int):
-        n = len(splits.train_y)
-        if recipe.batch_size > n:
-            raise UserError(
-                f"batch_size {recipe.batch_size} exceeds the {n} training images of "
-                f"{splits.name!r}; use a batch_size of at most {n}"
-            )
+        check_batch_size(splits, recipe.batch_size)
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
-        self.order = torch.randperm(n, generator=generator)
+        self.order = torch.randperm(len(splits.train_y), generator=generator)
         self.splits, self.recipe, self.seed, self.epoch = splits, recipe, seed, epoch
         self.transform = image_transform(recipe, splits.image_size)
         self.cutmix = batch_cutmix(recipe, splits.num_classes)
@@ -79,7 +73,7 @@ def torchvision_batches(
     loader = DataLoader(
         batches, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda"
     )
-    scale, shift = _affine(splits, device)
+    scale, shift = normalisation(splits, device)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
         yield images.to(torch.float32).mul_(scale).add_(shift), labels.to(device, non_blocking=True)
@@ -89,20 +83,8 @@ def eval_batches(
     x: Tensor, y: Tensor, splits: DataSplits, batch_size: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yields (normalised float32 images, int64 labels) on `device`, in order, no augmentation."""
-    scale, shift = _affine(splits, device)
+    scale, shift = normalisation(splits, device)
     for start in range(0, len(y), batch_size):
         images = x[start : start + batch_size].to(device, non_blocking=True)
         labels = y[start : start + batch_size].to(device, non_blocking=True)
         yield images.to(torch.float32).mul_(scale).add_(shift), labels
-
-
-def _affine(splits: DataSplits, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift) with uint8 * scale + shift = (x / 255 - mean) / std, shaped [1, C, 1, 1]."""
-    mean = torch.tensor(splits.mean, dtype=torch.float64)
-    std = torch.tensor(splits.std, dtype=torch.float64)
-    scale, shift = 1 / (255 * std), -mean / std
-    shape = (1, -1, 1, 1)
-    return (
-        scale.to(torch.float32).view(shape).to(device),
-        shift.to(torch.float32).view(shape).to(device),
-    )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robustbench_opt.errors import UserError
+
 
 @dataclass(frozen=True)
 class DataSplits:
@@ -24,6 +26,27 @@ class DataSplits:
     test_y: Tensor
     val_x: Tensor | None = None  # held out of the training split; None without val_fraction
     val_y: Tensor | None = None
+
+
+def normalisation(splits: DataSplits, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(scale, shift), [1, C, 1, 1] on `device`: uint8 * scale + shift = (x / 255 - mean) / std."""
+    mean = torch.tensor(splits.mean, dtype=torch.float64)
+    std = torch.tensor(splits.std, dtype=torch.float64)
+    scale, shift = 1 / (255 * std), -mean / std
+    return (
+        scale.to(torch.float32).view(1, -1, 1, 1).to(device),
+        shift.to(torch.float32).view(1, -1, 1, 1).to(device),
+    )
+
+
+def check_batch_size(splits: DataSplits, batch_size: int) -> None:
+    """A batch must fit in the training split (both paths drop the last partial batch)."""
+    n = len(splits.train_y)
+    if batch_size > n:
+        raise UserError(
+            f"batch_size {batch_size} exceeds the {n} training images of {splits.name!r}; "
+            f"use a batch_size of at most {n}"
+        )
 
 
 def stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
