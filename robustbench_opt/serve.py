@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 from robustbench_opt.analysis.results import require_study
-from robustbench_opt.analysis.scores import METRICS, require_measured
+from robustbench_opt.analysis.scores import METRICS, chance_accuracy, require_measured
 from robustbench_opt.errors import UserError
 
 INDEX_REFRESH_S = 10  # the study list reloads this often
@@ -66,6 +66,7 @@ def report_page(store, study: str, metric: str) -> str:
         cells,
         store.epochs_frame(study),
         metric,
+        chance=chance_accuracy(store.study_record(study).spec),
         refresh_seconds=REPORT_REFRESH_S if unfinished else None,
     )
 

@@ -1,7 +1,8 @@
 """Paper-style tables (the seed paper's Tables 1-3) as plain frames, ready to render.
 
-Every table holds seed-mean accuracies (fractions) per grid cell; `diverged` marks cells where a
-seed diverged (shown as "diverged", as the paper does) and NaN marks cells with no result yet.
+Every table holds seed-mean accuracies (fractions) per grid cell under the divergence policy of
+`scores`: `diverged` marks cells where a seed diverged (shown with their counted accuracy and
+"(div)") and NaN marks cells with no result yet.
 """
 
 from __future__ import annotations
@@ -38,10 +39,19 @@ def format_hparam(value: float) -> str:
 
 
 def format_acc(value: float, diverged: bool) -> str:
-    """A cell as the paper prints it: percent with 2 decimals, "diverged", or "-" if missing."""
-    if diverged:
-        return "diverged"
-    return "-" if np.isnan(value) else f"{100 * value:.2f}"
+    """A cell as printed: percent with 2 decimals, "(div)" after a diverged cell's counted
+    accuracy, or "-" if missing."""
+    if np.isnan(value):
+        return "-"
+    return f"{100 * value:.2f}" + (" (div)" if diverged else "")
+
+
+def diverged_footer(chance: float) -> str:
+    """The line under every table that shows a diverged cell."""
+    return (
+        "(div): a seed diverged; counted at its measured accuracy, or at chance "
+        f"({100 * chance:.2f}%) when none was measured"
+    )
 
 
 def _pick(cells: pd.DataFrame, column: str, value: object, flag: str) -> pd.DataFrame:
@@ -76,11 +86,11 @@ def _single_value(cells: pd.DataFrame, keys: list[str], column: str, flag: str, 
 
 
 def _pivot(
-    cells: pd.DataFrame, metric: str, index: str, columns: str
+    cells: pd.DataFrame, metric: str, index: str, columns: str, chance: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seed-mean accuracy and diverged flag as index x columns; numbers ascend, names keep the
     order in which the study lists them."""
-    means = cell_means(cells, metric)
+    means = cell_means(cells, metric, chance=chance)
     values = means.pivot(index=index, columns=columns, values="acc")
     diverged = means.pivot(index=index, columns=columns, values="diverged")
     rows = values.index if index in ("lr", "weight_decay") else cells[index].unique()
@@ -91,18 +101,24 @@ def _pivot(
 
 
 def lr_wd_table(
-    cells: pd.DataFrame, optimizer: str, metric: str = "final", variant: str | None = None
+    cells: pd.DataFrame,
+    optimizer: str,
+    metric: str = "final",
+    variant: str | None = None,
+    *,
+    chance: float,
 ) -> PaperTable:
     """Table 3: rows lr, columns weight decay (both ascending), for one optimizer."""
     chosen = _pick(cells, "optimizer", optimizer, "--optimizer")
     chosen = _pick(chosen, "variant", variant, "--variant")
     _single_value(chosen, ["optimizer"], "variant", "--variant", "")
-    values, diverged = _pivot(chosen, metric, "lr", "weight_decay")
-    scores = compute_scores(chosen, metric).iloc[0]
+    values, diverged = _pivot(chosen, metric, "lr", "weight_decay", chance)
+    scores = compute_scores(chosen, metric, chance=chance).iloc[0]
     footer = [
         f"mean {100 * scores['mean']:.2f}  variance {1e4 * scores['variance']:.2f}"
         f"  (over {scores['cells']} cells, population variance in percent^2)"
     ]
+    footer += [diverged_footer(chance)] if diverged.to_numpy().any() else []
     return PaperTable(f"{optimizer}: test accuracy (%)", "lr \\ wd", values, diverged, footer)
 
 
@@ -111,6 +127,8 @@ def lr_optimizer_table(
     metric: str = "final",
     variant: str | None = None,
     weight_decay: float | None = None,
+    *,
+    chance: float,
 ) -> PaperTable:
     """Table 2: rows lr (ascending), columns optimizers (study order)."""
     chosen = _pick(cells, "variant", variant, "--variant")
@@ -119,8 +137,9 @@ def lr_optimizer_table(
     _single_value(
         chosen, ["optimizer"], "weight_decay", "--wd", " or use --kind lr-wd --optimizer NAME"
     )
-    values, diverged = _pivot(chosen, metric, "lr", "optimizer")
-    return PaperTable("test accuracy (%) per learning rate", "lr", values, diverged)
+    values, diverged = _pivot(chosen, metric, "lr", "optimizer", chance)
+    footer = [diverged_footer(chance)] if diverged.to_numpy().any() else []
+    return PaperTable("test accuracy (%) per learning rate", "lr", values, diverged, footer)
 
 
 def variant_optimizer_table(
@@ -128,14 +147,17 @@ def variant_optimizer_table(
     metric: str = "final",
     lr: float | None = None,
     weight_decay: float | None = None,
+    *,
+    chance: float,
 ) -> PaperTable:
     """Table 1: rows recipe variants (study order), columns optimizers, at one lr and wd each."""
     chosen = _pick(cells, "lr", lr, "--lr")
     chosen = _pick(chosen, "weight_decay", weight_decay, "--wd")
     _single_value(chosen, ["optimizer", "variant"], "lr", "--lr", "")
     _single_value(chosen, ["optimizer", "variant"], "weight_decay", "--wd", "")
-    values, diverged = _pivot(chosen, metric, "variant", "optimizer")
-    return PaperTable("test accuracy (%) per recipe variant", "variant", values, diverged)
+    values, diverged = _pivot(chosen, metric, "variant", "optimizer", chance)
+    footer = [diverged_footer(chance)] if diverged.to_numpy().any() else []
+    return PaperTable("test accuracy (%) per recipe variant", "variant", values, diverged, footer)
 
 
 def table_rows(table: PaperTable) -> list[list[str]]:

@@ -15,8 +15,8 @@ from robustbench_opt.analysis.importing import UNITS, read_results_csv
 from robustbench_opt.analysis.results import STATES, require_study, results_frame
 from robustbench_opt.analysis.scores import (
     METRICS,
+    chance_accuracy,
     compute_scores,
-    expected_best_curves,
     require_measured,
 )
 from robustbench_opt.analysis.tables import (
@@ -119,13 +119,14 @@ def _store(url: str | None, create: bool = False):
     return Store(resolve_url(url), create=create)
 
 
-def _study_cells(args: argparse.Namespace) -> tuple[object, pd.DataFrame]:
+def _study_cells(args: argparse.Namespace) -> tuple[object, pd.DataFrame, float]:
+    """The study's store, cells and chance accuracy (for diverged cells without a result)."""
     store = _store(args.storage)
     require_study(store, args.study)
     cells = store.cells_frame(args.study)
     if cells.empty:
         raise UserError(f"study {args.study!r} has no cells yet; run it or import results first")
-    return store, cells
+    return store, cells, chance_accuracy(store.study_record(args.study).spec)
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -156,7 +157,7 @@ def _pct(value: float) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    _, cells = _study_cells(args)
+    _, cells, _ = _study_cells(args)
     frame = results_frame(cells, args.optimizer, args.variant, args.state)
     if args.format != "table":
         print_frame(frame, args.format)
@@ -180,29 +181,31 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_scores(args: argparse.Namespace) -> int:
-    _, cells = _study_cells(args)
+    _, cells, chance = _study_cells(args)
     require_measured(cells, args.study, args.metric)
-    scores = compute_scores(cells, args.metric)
+    scores = compute_scores(cells, args.metric, chance=chance)
     if args.format != "table":
         print_frame(scores, args.format)
         return 0
-    shown = scores_display(scores, expected_best_curves(cells, args.metric))
-    print_frame(shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric))
+    shown = scores_display(scores)
+    print_frame(
+        shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric, chance)
+    )
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    _, cells = _study_cells(args)
+    _, cells, chance = _study_cells(args)
     require_measured(cells, args.study, args.metric)
     if args.kind == "lr-wd":
         if args.optimizer is None:
             names = ", ".join(dict.fromkeys(cells["optimizer"]))
             raise UserError(f"--kind lr-wd needs --optimizer NAME; this study has: {names}")
-        table = lr_wd_table(cells, args.optimizer, args.metric, args.variant)
+        table = lr_wd_table(cells, args.optimizer, args.metric, args.variant, chance=chance)
     elif args.kind == "lr-optimizer":
-        table = lr_optimizer_table(cells, args.metric, args.variant, args.wd)
+        table = lr_optimizer_table(cells, args.metric, args.variant, args.wd, chance=chance)
     else:
-        table = variant_optimizer_table(cells, args.metric, args.lr, args.wd)
+        table = variant_optimizer_table(cells, args.metric, args.lr, args.wd, chance=chance)
     rows = table_rows(table)
     if args.format == "csv":
         pd.DataFrame(rows[1:], columns=rows[0]).to_csv(sys.stdout, index=False)
@@ -230,21 +233,23 @@ def _safe_stem(name: str) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from robustbench_opt.report import render_report, study_figures, write_pngs
 
-    store, cells = _study_cells(args)
+    store, cells, chance = _study_cells(args)
     require_measured(cells, args.study, args.metric)
     epochs = store.epochs_frame(args.study)
     if args.format == "png":
         folder = Path(args.output or f"{_safe_stem(args.study)}-figures")
-        written = write_pngs(study_figures(cells, epochs, args.metric), folder)
+        written = write_pngs(study_figures(cells, epochs, args.metric, chance), folder)
         print(f"wrote {len(written)} PNG files into {folder}")
         return 0
     path = Path(args.output or f"{_safe_stem(args.study)}-report.html")
     if not path.parent.is_dir():
         raise UserError(f"cannot write {str(path)!r}: no folder {str(path.parent)!r}; create it")
-    path.write_text(render_report(args.study, cells, epochs, args.metric), encoding="utf-8")
+    path.write_text(
+        render_report(args.study, cells, epochs, args.metric, chance=chance), encoding="utf-8"
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
     if args.figures:
-        written = write_pngs(study_figures(cells, epochs, args.metric), args.figures)
+        written = write_pngs(study_figures(cells, epochs, args.metric, chance), args.figures)
         print(f"wrote {len(written)} PNG files into {args.figures}")
     return 0
 

@@ -33,9 +33,9 @@ def _entries(cells: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(cells["optimizer"], cells["variant"], strict=True)))
 
 
-def heatmaps(cells: pd.DataFrame, metric: str) -> go.Figure:
+def heatmaps(cells: pd.DataFrame, metric: str, chance: float) -> go.Figure:
     """Annotated lr x wd heatmap per entry, all on one colour scale; diverged and missing marked."""
-    means = cell_means(cells, metric)
+    means = cell_means(cells, metric, chance=chance)
     entries = _entries(cells)
     variants = means["variant"].nunique()
     measured = means["acc"].dropna() * 100
@@ -97,9 +97,9 @@ def heatmaps(cells: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
-def accuracy_vs_lr(cells: pd.DataFrame, metric: str) -> go.Figure:
+def accuracy_vs_lr(cells: pd.DataFrame, metric: str, chance: float) -> go.Figure:
     """Per entry: mean over its weight decays of the seed-mean accuracy, against lr (log)."""
-    means = cell_means(cells, metric)
+    means = cell_means(cells, metric, chance=chance)
     variants = means["variant"].nunique()
     fig = go.Figure()
     for optimizer, variant in _entries(cells):
@@ -121,9 +121,9 @@ def accuracy_vs_lr(cells: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
-def expected_best_figure(cells: pd.DataFrame, metric: str) -> go.Figure:
+def expected_best_figure(cells: pd.DataFrame, metric: str, chance: float) -> go.Figure:
     """Expected best accuracy after trying n random cells, per entry."""
-    curves = expected_best_curves(cells, metric)
+    curves = expected_best_curves(cells, metric, chance=chance)
     variants = curves["variant"].nunique()
     fig = go.Figure()
     for (optimizer, variant), curve in curves.groupby(ENTRY, sort=False):
@@ -141,12 +141,14 @@ def expected_best_figure(cells: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
-def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> go.Figure:
+def learning_curves(
+    cells: pd.DataFrame, epochs: pd.DataFrame, metric: str, chance: float
+) -> go.Figure:
     """Train/test loss and accuracy per epoch of each entry's best cell (seed-mean)."""
     panels = [("train_loss", "train loss"), ("test_loss", "test loss"),
               ("train_acc", "train acc %"), ("test_acc", "test acc %")]  # fmt: skip
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels])
-    means = cell_means(cells, metric)
+    means = cell_means(cells, metric, chance=chance)
     measured = means[means["acc"].notna()]
     variants = means["variant"].nunique()
     if measured.empty or epochs.empty:
@@ -183,11 +185,14 @@ def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> g
     return fig
 
 
-def study_figures(cells: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> dict[str, go.Figure]:
-    """All figures of a report, keyed by a file-name-safe stem."""
+def study_figures(
+    cells: pd.DataFrame, epochs: pd.DataFrame, metric: str, chance: float
+) -> dict[str, go.Figure]:
+    """All figures of a report, keyed by a file-name-safe stem; `chance` is the accuracy a
+    diverged cell without a measurement counts at (see analysis.scores)."""
     return {
-        "heatmaps": heatmaps(cells, metric),
-        "accuracy_vs_lr": accuracy_vs_lr(cells, metric),
-        "learning_curves": learning_curves(cells, epochs, metric),
-        "expected_best": expected_best_figure(cells, metric),
+        "heatmaps": heatmaps(cells, metric, chance),
+        "accuracy_vs_lr": accuracy_vs_lr(cells, metric, chance),
+        "learning_curves": learning_curves(cells, epochs, metric, chance),
+        "expected_best": expected_best_figure(cells, metric, chance),
     }

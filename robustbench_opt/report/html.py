@@ -10,7 +10,9 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from robustbench_opt.analysis.display import scores_display, scores_notes
-from robustbench_opt.analysis.scores import compute_scores, expected_best_curves
+from robustbench_opt.analysis.scores import compute_scores
+from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, bootstrap, intervals
+from robustbench_opt.analysis.verdict import verdict_lines
 from robustbench_opt.report.figures import study_figures
 
 STYLE = """
@@ -37,6 +39,11 @@ def _table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _over(ci: pd.DataFrame) -> str:
+    """What the intervals resample, e.g. "grid cells" (several kinds when entries differ)."""
+    return " / ".join(dict.fromkeys(ci["over"])) if len(ci) else ""
+
+
 def _progress(cells: pd.DataFrame) -> str:
     counts = cells["state"].value_counts()
     parts = [
@@ -50,12 +57,19 @@ def render_report(
     cells: pd.DataFrame,
     epochs: pd.DataFrame,
     metric: str = "final",
+    *,
+    chance: float,
     refresh_seconds: int | None = None,
 ) -> str:
     """The report page as one string. `refresh_seconds` adds an auto-reload (for `serve`)."""
-    scores = compute_scores(cells, metric)
-    shown = scores_display(scores, expected_best_curves(cells, metric))
-    figures = study_figures(cells, epochs, metric)
+    scores = compute_scores(cells, metric, chance=chance)
+    boots = bootstrap(cells, metric, chance=chance)
+    ci = intervals(boots)
+    shown = scores_display(scores, ci)
+    verdict = "".join(
+        f"<p>{html.escape(line)}</p>" for line in verdict_lines(scores, boots, ci)
+    )
+    figures = study_figures(cells, epochs, metric, chance)
     divs = "\n".join(
         f"<h2>{html.escape(title)}</h2>\n"
         + pio.to_html(
@@ -68,7 +82,7 @@ def render_report(
             "expected_best": ("Expected best against budget", figures["expected_best"]),
         }.items()
     )
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in scores_notes(metric))
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in scores_notes(metric, chance, _over(ci), LEVEL, RESAMPLES))
     name = html.escape(study)
     refresh = (
         f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
@@ -82,8 +96,11 @@ def render_report(
 </head><body>
 <h1>Study {name}</h1>
 <p class="note">{html.escape(_progress(cells))}; generated {stamp}</p>
+<section id="verdict"><h2>Verdict</h2>{verdict}</section>
 <h2>Robustness scores</h2>
 <div style="overflow-x: auto">{_table(shown)}</div>
+<details><summary>Every measure</summary>
+<div style="overflow-x: auto">{_table(scores_display(scores, ci, wide=True))}</div></details>
 {notes}
 {divs}
 </body></html>

@@ -18,6 +18,8 @@ from robustbench_opt.analysis.scores import (
 )
 from robustbench_opt.errors import UserError
 
+CHANCE = 0.1  # ten classes
+
 
 def trial(optimizer, lr, wd, acc, state="done", seed=0, variant="default", best=None, val=None):
     return {
@@ -50,7 +52,7 @@ def test_scores_of_a_2x2_grid_match_hand_computation():
         trial("a", 0.01, 0.0, 0.70),
         trial("a", 0.01, 0.1, 0.895),
     )
-    s = row_of(compute_scores(cells), "a")
+    s = row_of(compute_scores(cells, chance=CHANCE), "a")
     values = np.array([0.90, 0.80, 0.70, 0.895])
     assert s["cells"] == 4 and s["missing"] == 0
     assert s["mean"] == pytest.approx(0.82375, abs=1e-12)
@@ -74,14 +76,14 @@ def test_tied_best_cells_pick_the_smaller_lr_then_wd_and_all_count_as_near_best(
         trial("a", 0.01, 0.01, 0.9),
         trial("a", 0.1, 0.1, 0.5),
     )
-    s = row_of(compute_scores(cells), "a")
+    s = row_of(compute_scores(cells, chance=CHANCE), "a")
     assert (s["best_lr"], s["best_wd"]) == (0.01, 0.01)
     assert s["near_best_share"] == pytest.approx(0.75)
     assert s["mean"] == pytest.approx(0.8)
 
 
 def test_single_cell_grid_has_zero_spread():
-    s = row_of(compute_scores(frame(trial("a", 0.1, 0.0, 0.42))), "a")
+    s = row_of(compute_scores(frame(trial("a", 0.1, 0.0, 0.42)), chance=CHANCE), "a")
     assert s["cells"] == 1
     assert (s["mean"], s["variance"], s["std"], s["range"], s["regret"]) == (0.42, 0, 0, 0, 0)
     assert s["near_best_share"] == 1.0
@@ -92,7 +94,7 @@ def test_diverged_cells_count_with_their_measured_accuracy():
         trial("a", 0.1, 0.0, 0.10, state="diverged"),
         trial("a", 0.01, 0.0, 0.11, state="diverged"),
     )
-    s = row_of(compute_scores(cells), "a")
+    s = row_of(compute_scores(cells, chance=CHANCE), "a")
     assert s["cells"] == 2 and s["diverged"] == 2
     assert s["mean"] == pytest.approx(0.105)
     assert s["variance"] == pytest.approx(0.005**2)
@@ -106,7 +108,7 @@ def test_missing_failed_and_pending_cells_are_counted_not_scored():
         trial("a", 0.001, 0.1, math.nan, state="running"),
         trial("b", 0.1, 0.0, math.nan, state="pending"),
     )
-    scores = compute_scores(cells)
+    scores = compute_scores(cells, chance=CHANCE)
     a = row_of(scores, "a")
     assert (a["cells"], a["missing"], a["failed"], a["pending"], a["running"]) == (1, 3, 1, 1, 1)
     assert a["mean"] == 0.9
@@ -125,7 +127,7 @@ def test_seeds_are_averaged_within_a_cell_before_the_grid_statistics():
         trial("a", 0.01, 0.0, 0.62, seed=1),
         trial("a", 0.01, 0.0, math.nan, seed=2, state="failed"),
     )
-    s = row_of(compute_scores(cells), "a")
+    s = row_of(compute_scores(cells, chance=CHANCE), "a")
     assert s["cells"] == 2 and s["seeds"] == 3
     assert s["mean"] == pytest.approx((0.80 + 0.61) / 2)
     assert s["variance"] == pytest.approx(((0.80 - 0.705) ** 2 + (0.61 - 0.705) ** 2) / 2)
@@ -139,11 +141,11 @@ def test_metrics_read_their_own_column():
         trial("a", 0.1, 0.0, 0.5, best=0.7, val=0.6),
         trial("a", 0.01, 0.0, 0.3, best=0.9, val=0.8),
     )
-    assert row_of(compute_scores(cells, "final"), "a")["max"] == 0.5
-    assert row_of(compute_scores(cells, "best"), "a")["max"] == 0.9
-    assert row_of(compute_scores(cells, "val"), "a")["mean"] == pytest.approx(0.7)
+    assert row_of(compute_scores(cells, "final", chance=CHANCE), "a")["max"] == 0.5
+    assert row_of(compute_scores(cells, "best", chance=CHANCE), "a")["max"] == 0.9
+    assert row_of(compute_scores(cells, "val", chance=CHANCE), "a")["mean"] == pytest.approx(0.7)
     with pytest.raises(UserError, match="unknown metric 'bets'; did you mean 'best'"):
-        compute_scores(cells, "bets")
+        compute_scores(cells, "bets", chance=CHANCE)
 
 
 def test_variants_are_scored_separately():
@@ -151,7 +153,7 @@ def test_variants_are_scored_separately():
         trial("a", 0.1, 0.0, 0.5, variant="base"),
         trial("a", 0.1, 0.0, 0.7, variant="cutmix"),
     )
-    scores = compute_scores(cells)
+    scores = compute_scores(cells, chance=CHANCE)
     assert row_of(scores, "a", "base")["mean"] == 0.5
     assert row_of(scores, "a", "cutmix")["mean"] == 0.7
 
@@ -192,7 +194,7 @@ def test_expected_best_curves_per_optimizer_use_seed_means():
         trial("a", 0.01, 0.0, 0.9),
         trial("b", 0.1, 0.0, 0.5),
     )
-    curves = expected_best_curves(cells)
+    curves = expected_best_curves(cells, chance=CHANCE)
     a = curves[curves["optimizer"] == "a"]
     assert list(a["n"]) == [1, 2]
     np.testing.assert_allclose(a["expected_best"], [0.8, 0.9], atol=1e-13)
@@ -204,7 +206,7 @@ def test_cell_means_flag_a_cell_diverged_when_any_seed_diverged():
         trial("a", 0.1, 0.0, 0.1, state="diverged", seed=0),
         trial("a", 0.1, 0.0, 0.9, seed=1),
     )
-    means = cell_means(cells)
+    means = cell_means(cells, chance=CHANCE)
     assert bool(means["diverged"].iloc[0]) and means["acc"].iloc[0] == pytest.approx(0.5)
 
 

@@ -33,7 +33,7 @@ class Attrs(HTMLParser):
 def page_of(db: str, study: str, refresh: int | None = None) -> str:
     store = Store(db)
     return render_report(study, store.cells_frame(study), store.epochs_frame(study), "final",
-                         refresh)  # fmt: skip
+                         chance=0.1, refresh_seconds=refresh)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +62,15 @@ def test_report_escapes_names_from_users(report_db, evil):
 
 def test_report_shows_scores_progress_and_refresh(report_db, demo_page):
     assert "16 trials: 12 done, 1 diverged, 1 failed, 1 running, 1 pending" in demo_page
-    assert "E[best@5] %" in demo_page and "population (ddof=0)" in demo_page
+    assert "E[best@2] %" in demo_page and "population (ddof=0)" in demo_page
+    assert "E[best@5] %" not in demo_page  # no grid here has 5 cells
     assert 'http-equiv="refresh"' not in demo_page
     assert '<meta http-equiv="refresh" content="30">' in page_of(report_db, "demo", 30)
 
 
 def test_figures_mark_diverged_and_missing_cells_on_one_colour_scale(report_db):
     store = Store(report_db)
-    figures = study_figures(store.cells_frame("demo"), store.epochs_frame("demo"), "final")
+    figures = study_figures(store.cells_frame("demo"), store.epochs_frame("demo"), "final", 0.1)
     heat = figures["heatmaps"]
     assert [t.coloraxis for t in heat.data] == ["coloraxis", "coloraxis"]
     texts = [str(v) for t in heat.data for row in t.text for v in row]
@@ -169,7 +170,7 @@ def test_headless_chromium_draws_the_heatmaps_without_network(devtools, report_d
 def test_png_export_through_kaleido(report_db, tmp_path, monkeypatch, chromium):
     monkeypatch.setenv("BROWSER_PATH", chromium)
     store = Store(report_db)
-    figures = study_figures(store.cells_frame("demo"), store.epochs_frame("demo"), "final")
+    figures = study_figures(store.cells_frame("demo"), store.epochs_frame("demo"), "final", 0.1)
     written = write_pngs({"heatmaps": figures["heatmaps"]}, tmp_path / "figs")
     assert [p.name for p in written] == ["heatmaps.png"]
     png = written[0].read_bytes()
