@@ -10,8 +10,8 @@ import pandas as pd
 from robustbench_opt.analysis.scores import BUDGETS, DIVERGED_NOTE, MEASURES, METRIC_LABELS
 from robustbench_opt.analysis.tables import format_hparam
 
-SCALES = {"pct": 100.0, "pct2": 1e4, "share": 100.0}
-UNITS = {"pct": "%", "pct2": "%²", "share": "% of SS"}
+SCALES = {"pct": 100.0, "pct2": 1e4, "cells": 100.0, "ss": 100.0}
+MEASURE_UNITS = {"pct": "%", "pct2": "%²", "cells": "% of cells", "ss": "% of SS"}
 COMPACT = ("mean", "variance", "lr_sensitivity")  # the measures the compact table shows
 
 
@@ -28,13 +28,16 @@ def entry_label(optimizer: str, variant: str, several_variants: bool) -> str:
     return f"{optimizer} / {variant}" if several_variants else optimizer
 
 
-def measure_text(row: pd.Series | object, name: str, ci: pd.Series | None) -> str:
+def measure_text(
+    row: pd.Series | object, name: str, ci: pd.Series | None, ci_digits: int = 2
+) -> str:
     """`94.48 [93.70, 95.88]`: a measure in its display unit, with its interval when there is
     one."""
     scale = SCALES[MEASURES[name].unit]
     text = _num(getattr(row, name), scale)
     if ci is not None and f"{name}_lo" in ci and not math.isnan(ci[f"{name}_lo"]):
-        text += f" [{_num(ci[f'{name}_lo'], scale)}, {_num(ci[f'{name}_hi'], scale)}]"
+        lo, hi = (_num(ci[f"{name}_{end}"], scale, ci_digits) for end in ("lo", "hi"))
+        text += f" [{lo}, {hi}]"
     return text
 
 
@@ -60,9 +63,10 @@ def scores_display(
         }
         measures = COMPACT if not wide else [m for m in MEASURES if m not in ("min", "max")]
         for name in measures:
-            unit = UNITS[MEASURES[name].unit]
-            shown[f"{MEASURES[name].label} {unit}"] = measure_text(row, name, ci)
-        shown["best cell (lr, wd)"] = f"{_num(row.max)} ({_hp(row.best_lr)}, {_hp(row.best_wd)})"
+            unit = MEASURE_UNITS[MEASURES[name].unit]
+            text = measure_text(row, name, ci, ci_digits=2 if wide else 1)
+            shown[f"{MEASURES[name].header} {unit}"] = text
+        shown["best % (lr, wd)"] = f"{_num(row.max)} ({_hp(row.best_lr)}, {_hp(row.best_wd)})"
         if wide:
             shown["worst %"] = measure_text(row, "min", ci)
             shown["default (lr, wd)"] = f"{_hp(row.default_lr)}, {_hp(row.default_wd)}"

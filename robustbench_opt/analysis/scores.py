@@ -48,46 +48,53 @@ DEFAULT_CLASSES = 10  # imported studies that do not say (the paper's tables are
 
 @dataclass(frozen=True)
 class Measure:
-    """One robustness measure: how it reads, which direction is better, and its formula."""
+    """One robustness measure: its name in sentences and in table headers, its unit, which
+    direction is better, and its formula."""
 
     label: str
-    unit: str  # "pct": accuracy points; "pct2": percent^2; "share": 0..1
+    header: str
+    unit: str  # "pct": accuracy points; "pct2": percent^2; "cells": share of cells; "ss": of SS
     better: str | None  # "higher", "lower", or None (descriptive)
     formula: str
     per_grid: bool = False  # needs the lr x wd layout (not only the pooled cells)
 
 
 MEASURES: dict[str, Measure] = {
-    "mean": Measure("mean", "pct", "higher", "mean over cells of the seed-mean accuracy"),
-    "variance": Measure("variance", "pct2", "lower", "population variance (ddof=0) over cells"),
-    "std": Measure("std", "pct", "lower", "sqrt(variance)"),
-    "min": Measure("worst cell", "pct", "higher", "min over cells"),
-    "max": Measure("best cell", "pct", "higher", "max over cells"),
-    "range": Measure("range", "pct", "lower", "max - min over cells"),
-    "regret": Measure("regret", "pct", "lower", "best cell - mean: expected loss of a random cell"),
-    "near_best_share": Measure(
-        "near best", "share", "higher", "share of cells within 1 point of the best cell"
+    "mean": Measure(
+        "mean accuracy", "mean", "pct", "higher", "mean over cells of the seed-mean accuracy"
     ),
+    "variance": Measure(
+        "variance", "var", "pct2", "lower", "population variance (ddof=0) over cells"
+    ),
+    "std": Measure("standard deviation", "std", "pct", "lower", "sqrt(variance)"),
+    "min": Measure("worst cell", "worst", "pct", "higher", "min over cells"),
+    "max": Measure("best cell", "best", "pct", "higher", "max over cells"),
+    "range": Measure("range", "range", "pct", "lower", "max - min over cells"),
+    "regret": Measure(
+        "regret", "regret", "pct", "lower", "best cell - mean: expected loss of a random cell"
+    ),
+    "near_best_share": Measure(
+        "share near the best", "near best", "cells", "higher",
+        "share of cells within 1 point of the best cell",
+    ),  # fmt: skip
     "lr_sensitivity": Measure(
-        "lr sensitivity",
-        "pct",
-        "lower",
+        "lr sensitivity", "lr sens", "pct", "lower",
         "mean over wd of: mean over lr of (best lr's acc - acc), each cell floored at chance",
         per_grid=True,
     ),  # fmt: skip
     "tunability": Measure(
-        "tunability",
-        "pct",
-        "lower",
+        "tunability", "tunability", "pct", "lower",
         "best cell - default cell (Probst et al. 2019); default: the grid's centre cell",
         per_grid=True,
     ),  # fmt: skip
     "var_share_lr": Measure(
-        "var share lr", "share", None, "SS between lr rows / total SS (complete grids)", True
-    ),
+        "variance share of lr", "var share lr", "ss", None,
+        "SS between lr rows / total SS (complete grids)", True,
+    ),  # fmt: skip
     "var_share_wd": Measure(
-        "var share wd", "share", None, "SS between wd columns / total SS (complete grids)", True
-    ),
+        "variance share of wd", "var share wd", "ss", None,
+        "SS between wd columns / total SS (complete grids)", True,
+    ),  # fmt: skip
 }
 BUDGETS = (1, 2, 5, 10, 25)  # cells tried at random, for the E[best@n] columns
 

@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from robustbench_opt.analysis.display import SCALES, UNITS, entry_label
+from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, entry_label
 from robustbench_opt.analysis.scores import MEASURES
 from robustbench_opt.analysis.uncertainty import Bootstrap, compare_pair
 from robustbench_opt.errors import unknown
@@ -34,15 +34,17 @@ def ranking(scores: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 
 def _value(row: pd.Series, measure: str, ci: pd.DataFrame | None) -> str:
+    """`94.48% [93.69, 95.88]`: the value in its unit, then its interval when there is one."""
     unit = MEASURES[measure].unit
-    text = f"{SCALES[unit] * row[measure]:.2f}"
+    suffix = "%" if unit == "pct" else " " + MEASURE_UNITS[unit]
+    text = f"{SCALES[unit] * row[measure]:.2f}{suffix}"
     if ci is not None:
         mine = ci[(ci["optimizer"] == row["optimizer"]) & (ci["variant"] == row["variant"])]
         lo = mine[f"{measure}_lo"].iloc[0] if f"{measure}_lo" in mine else math.nan
         if not math.isnan(lo):
             hi = mine[f"{measure}_hi"].iloc[0]
             text += f" [{SCALES[unit] * lo:.2f}, {SCALES[unit] * hi:.2f}]"
-    return text + (" " + UNITS[unit] if unit != "pct" else "%")
+    return text
 
 
 def verdict_lines(

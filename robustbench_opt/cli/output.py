@@ -6,11 +6,18 @@ import sys
 
 import pandas as pd
 
+WIDTH = 100  # terminal columns a table fits by default
+
 
 def print_frame(
-    frame: pd.DataFrame, fmt: str = "table", title: str = "", notes: list[str] = ()
+    frame: pd.DataFrame,
+    fmt: str = "table",
+    title: str = "",
+    notes: list[str] = (),
+    wide: bool = False,
 ) -> None:
-    """A frame as a rich table on the terminal, or as CSV or JSON records on stdout."""
+    """A frame as a rich table on the terminal (fitting WIDTH columns unless `wide`, which
+    prints every column at its natural width), or as CSV or JSON records on stdout."""
     if fmt == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif fmt == "json":
@@ -28,7 +35,10 @@ def print_frame(
             )
         for row in frame.itertuples(index=False):
             table.add_row(*(escape(str(v)) for v in row))
-        console = Console(width=max(100, min(250, 12 * len(frame.columns))))
+        width = WIDTH
+        if wide:  # every column at its natural width
+            width = max(WIDTH, Console(width=10_000).measure(table).maximum)
+        console = Console(width=width)
         console.print(table)
         for note in notes:
             console.print(note, markup=False, style="dim")

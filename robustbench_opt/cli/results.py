@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from robustbench_opt.analysis.display import scores_display, scores_notes
+from robustbench_opt.analysis.compare import (
+    StudyScores,
+    check_studies,
+    performance_profiles,
+    shared_optimizers,
+    side_by_side,
+)
+from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
 from robustbench_opt.analysis.importing import UNITS, read_results_csv
 from robustbench_opt.analysis.results import STATES, require_study, results_frame
 from robustbench_opt.analysis.scores import (
+    MEASURES,
     METRICS,
     chance_accuracy,
     compute_scores,
@@ -27,6 +37,17 @@ from robustbench_opt.analysis.tables import (
     table_rows,
     variant_optimizer_table,
 )
+from robustbench_opt.analysis.uncertainty import (
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    Bootstrap,
+    bootstrap,
+    compare_pair,
+    intervals,
+)
+from robustbench_opt.analysis.verdict import DEFAULT_MEASURE, verdict_lines
+from robustbench_opt.cli.argtypes import number, positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import UserError
 
@@ -52,9 +73,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scores", help="robustness scores per optimizer over its lr x wd grid")
     p.add_argument("study")
     _metric(p)
+    _uncertainty(p)
+    p.add_argument(
+        "--pair", nargs=2, metavar=("A", "B"),
+        help="A - B on --measure, with its interval and whether it excludes 0",
+    )  # fmt: skip
+    p.add_argument(
+        "--default-cell", type=_lr_wd, metavar="LR,WD",
+        help="the untuned setting tunability is measured against (default: the grid's centre)",
+    )  # fmt: skip
+    p.add_argument("--wide", action="store_true", help="every column (default: fits 100 columns)")
     _storage(p)
     _format(p)
     p.set_defaults(func=cmd_scores)
+
+    p = sub.add_parser("compare", help="several studies side by side, with performance profiles")
+    p.add_argument("studies", nargs="+", metavar="STUDY", help="two or more studies")
+    _metric(p)
+    _uncertainty(p)
+    p.add_argument("-o", "--output", help="also write an HTML report of the comparison here")
+    _storage(p)
+    _format(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("table", help="paper-style table (Table 1, 2 or 3 layout)")
     p.add_argument("study")
@@ -111,6 +151,26 @@ def _metric(p: argparse.ArgumentParser) -> None:
         help="final: last epoch; best: best epoch chosen on test (optimistic); "
         "val: epoch chosen on validation, test accuracy reported",
     )
+
+
+def _uncertainty(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--measure", default=DEFAULT_MEASURE, choices=[m for m, i in MEASURES.items() if i.better],
+        help=f"what the verdict ranks by (default {DEFAULT_MEASURE}: mean accuracy over the grid)",
+    )  # fmt: skip
+    p.add_argument("--level", type=number(float, gt=0, lt=1), default=LEVEL,
+                   help="confidence level of the bootstrap intervals")  # fmt: skip
+    p.add_argument("--resamples", type=positive_int, default=RESAMPLES,
+                   help="bootstrap resamples")  # fmt: skip
+    p.add_argument("--seed", type=int, default=SEED, help="bootstrap seed")
+
+
+def _lr_wd(text: str) -> tuple[float, float]:
+    try:
+        lr, wd = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LR,WD such as 1e-3,0, got {text!r}") from None
+    return lr, wd
 
 
 def _store(url: str | None, create: bool = False):
@@ -180,17 +240,134 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scores(args: argparse.Namespace) -> int:
-    _, cells, chance = _study_cells(args)
-    require_measured(cells, args.study, args.metric)
-    scores = compute_scores(cells, args.metric, chance=chance)
-    if args.format != "table":
-        print_frame(scores, args.format)
-        return 0
-    shown = scores_display(scores)
-    print_frame(
-        shown, "table", f"{args.study}: robustness scores (%)", scores_notes(args.metric, chance)
+@dataclass(frozen=True)
+class ScoredStudy:
+    """A study's scores with their bootstrap, as every scores-printing command shows them."""
+
+    name: str
+    cells: pd.DataFrame
+    chance: float
+    scores: pd.DataFrame
+    boots: list[Bootstrap]
+    intervals: pd.DataFrame
+
+
+def score_study(
+    store,
+    study: str,
+    metric: str = "final",
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    default_cell: tuple[float, float] | None = None,
+) -> ScoredStudy:
+    """Scores and bootstrap intervals of `study` (one-line errors for what cannot be scored)."""
+    require_study(store, study)
+    cells = store.cells_frame(study)
+    require_measured(cells, study, metric)
+    chance = chance_accuracy(store.study_record(study).spec)
+    scores = compute_scores(cells, metric, chance=chance, default_cell=default_cell)
+    boots = bootstrap(
+        cells, metric, chance=chance, resamples=resamples, seed=seed, default_cell=default_cell
     )
+    return ScoredStudy(study, cells, chance, scores, boots, intervals(boots, level))
+
+
+def print_scores(
+    scored: ScoredStudy,
+    metric: str = "final",
+    measure: str = DEFAULT_MEASURE,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    wide: bool = False,
+) -> None:
+    """The scores table, the verdict and the notes: what `scores` and `run` print."""
+    shown = scores_display(scored.scores, scored.intervals, wide=wide)
+    over = " / ".join(dict.fromkeys(scored.intervals["over"]))
+    notes = scores_notes(metric, scored.chance, over, level, resamples)
+    print_frame(shown, "table", f"{scored.name}: robustness scores (%)", wide=wide)
+    for line in verdict_lines(scored.scores, scored.boots, scored.intervals, measure, level):
+        print(line)
+    for note in notes:
+        print(note)
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    scored = score_study(
+        _store(args.storage), args.study, args.metric, args.level, args.resamples, args.seed,
+        args.default_cell,
+    )  # fmt: skip
+    if args.pair:
+        diff = compare_pair(scored.scores, scored.boots, *args.pair, args.measure, args.level)
+        scale = SCALES[MEASURES[args.measure].unit]
+        print(
+            f"{diff.a} - {diff.b} on {MEASURES[args.measure].label}: "
+            f"{scale * diff.difference:+.2f} [{scale * diff.low:+.2f}, {scale * diff.high:+.2f}] "
+            f"({100 * args.level:g}% bootstrap, {args.resamples} resamples): "
+            + (
+                "separable, the interval excludes 0"
+                if diff.separable
+                else "not separable, the interval includes 0"
+            )  # fmt: skip
+        )
+        return 0
+    if args.format != "table":
+        joined = scored.scores.merge(scored.intervals, on=["optimizer", "variant"], how="left")
+        print_frame(joined, args.format)
+        return 0
+    print_scores(scored, args.metric, args.measure, args.level, args.resamples, args.wide)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    check_studies(args.studies)
+    store = _store(args.storage)
+    studies = [
+        score_study(store, name, args.metric, args.level, args.resamples, args.seed)
+        for name in args.studies
+    ]
+    long = side_by_side([StudyScores(s.name, s.scores, s.intervals) for s in studies], args.measure)
+    shared = shared_optimizers(long)
+    profiles = performance_profiles(long, args.measure) if shared else None
+    if args.output:
+        from robustbench_opt.report.compare import render_comparison
+
+        path = _writable(args.output)
+        path.write_text(
+            render_comparison(long, profiles, args.measure, args.level), encoding="utf-8"
+        )
+        print(f"wrote {path}")
+    if args.format == "json":
+        payload = {"measure": args.measure, "scores": json.loads(long.to_json(orient="records"))}
+        if profiles is not None:
+            payload["profiles"] = json.loads(profiles.reset_index().to_json(orient="records"))
+        print(json.dumps(payload, indent=1))
+        return 0
+    if args.format == "csv":
+        print_frame(long, "csv")
+        return 0
+    info = MEASURES[args.measure]
+    scale = SCALES[info.unit]
+    table = long.assign(
+        shown=[
+            "-"
+            if math.isnan(v)
+            else f"{scale * v:.2f}"
+            + ("" if math.isnan(lo) else f" [{scale * lo:.2f}, {scale * hi:.2f}]")
+            for v, lo, hi in zip(long["value"], long["lo"], long["hi"], strict=True)
+        ]
+    ).pivot(index="optimizer", columns="study", values="shown")
+    table = table.reindex(index=list(dict.fromkeys(long["optimizer"])), columns=args.studies)
+    title = f"{info.label} ({MEASURE_UNITS[info.unit]}, {info.better} is better) per study"
+    print_frame(table.fillna("-").reset_index(), "table", title)
+    if profiles is None:
+        print("performance profiles: no optimizer is in two of these studies")
+    else:
+        shown = (100 * profiles).round(0).astype(int).astype(str) + "%"
+        print_frame(
+            shown.reset_index(), "table",
+            f"performance profile on {info.label}: share of studies within tau x the best",
+        )  # fmt: skip
     return 0
 
 
@@ -230,6 +407,13 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
+def _writable(output: str) -> Path:
+    path = Path(output)
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: no folder {str(path.parent)!r}; create it")
+    return path
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from robustbench_opt.report import render_report, study_figures, write_pngs
 
@@ -241,9 +425,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = write_pngs(study_figures(cells, epochs, args.metric, chance), folder)
         print(f"wrote {len(written)} PNG files into {folder}")
         return 0
-    path = Path(args.output or f"{_safe_stem(args.study)}-report.html")
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write {str(path)!r}: no folder {str(path.parent)!r}; create it")
+    path = _writable(args.output or f"{_safe_stem(args.study)}-report.html")
     path.write_text(
         render_report(args.study, cells, epochs, args.metric, chance=chance), encoding="utf-8"
     )

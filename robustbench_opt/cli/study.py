@@ -11,6 +11,7 @@ import pandas as pd
 
 from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
+from robustbench_opt.cli.results import print_scores, score_study
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
 from robustbench_opt.spec import load_study
@@ -91,7 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"(trial time {duration(outcome.trial_seconds)}, wall/trial {ratio:.2f})"
         )
     frame = store.cells_frame(study)
-    print(scores_text(frame))
+    if frame["state"].isin(FINISHED).any():
+        print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
+    else:
+        print("no finished cells yet")
     _print_where(study, url)
     failed = frame[frame["state"] == "failed"]
     for row in failed.itertuples():
@@ -133,29 +137,6 @@ def status_table(frame: pd.DataFrame) -> pd.DataFrame:
     table.loc["total"] = table.sum()
     table.columns.name = None
     return table
-
-
-def scores_text(frame: pd.DataFrame) -> str:
-    """Final test accuracy (%) per optimizer over its finished cells: mean, var (ddof=0), range."""
-    done = frame[frame["state"].isin(FINISHED)]
-    if done.empty:
-        return "no finished cells yet"
-    acc = done.assign(acc=done["final_test_acc"] * 100.0).groupby("optimizer", sort=False)["acc"]
-    table = pd.DataFrame(
-        {
-            "cells": acc.size(),
-            "mean": acc.mean(),
-            "var": acc.var(ddof=0),
-            "min": acc.min(),
-            "max": acc.max(),
-            "diverged": done.groupby("optimizer", sort=False)["state"].apply(
-                lambda s: int((s == "diverged").sum())
-            ),
-        }
-    )
-    table.index.name = None
-    text = table.to_string(float_format=lambda v: f"{v:.2f}")
-    return "final test accuracy (%) per optimizer over its finished cells:\n" + text
 
 
 def _print_plan(plan: Plan, path: str, url: str) -> None:

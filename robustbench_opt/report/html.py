@@ -66,9 +66,7 @@ def render_report(
     boots = bootstrap(cells, metric, chance=chance)
     ci = intervals(boots)
     shown = scores_display(scores, ci)
-    verdict = "".join(
-        f"<p>{html.escape(line)}</p>" for line in verdict_lines(scores, boots, ci)
-    )
+    verdict = "".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(scores, boots, ci))
     figures = study_figures(cells, epochs, metric, chance)
     divs = "\n".join(
         f"<h2>{html.escape(title)}</h2>\n"
@@ -82,7 +80,10 @@ def render_report(
             "expected_best": ("Expected best against budget", figures["expected_best"]),
         }.items()
     )
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in scores_notes(metric, chance, _over(ci), LEVEL, RESAMPLES))
+    notes = "".join(
+        f'<p class="note">{html.escape(n)}</p>'
+        for n in scores_notes(metric, chance, _over(ci), LEVEL, RESAMPLES)
+    )
     name = html.escape(study)
     refresh = (
         f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""

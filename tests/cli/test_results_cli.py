@@ -47,7 +47,10 @@ def dump(url: str) -> list[str]:
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:  # argparse's own one-line errors
+        code = stop.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -61,8 +64,57 @@ def test_imported_table3_scores_as_the_paper(db, capsys):
     assert f"{1e4 * scores[0]['variance']:.2f}" == "0.11"
     code, out, _ = run(capsys, "scores", "paper_table3", "--storage", db)
     assert code == 0
-    assert "97.03" in out and "0.11" in out and "E[best@5] %" in out
-    assert "diverged cells count with their measured accuracy" in out
+    assert "97.03" in out and "0.11" in out
+    assert "diverged cells count at their measured accuracy, or at chance" in out
+    assert "95% percentile bootstrap interval, 2000 resamples over grid cells" in out
+    assert max(len(line) for line in out.splitlines() if "│" in line) <= 100
+    code, out, _ = run(capsys, "scores", "paper_table3", "--storage", db, "--wide")
+    assert "E[best@25] %" in out and "tunability %" in out and "var share lr % of SS" in out
+
+
+@pytest.fixture(scope="module")
+def table2(tmp_path_factory) -> str:
+    """A database with the paper's Table 2 imported as study t2."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('t2') / 't2.db'}"
+    path = str(paper_table_path("paper_table2"))
+    assert main(["import", path, "--study", "t2", "--storage", url]) == 0
+    return url
+
+
+def test_paper_table2_does_not_rank_diverged_adam_robust(table2, capsys):
+    """Adam's lr 0.1 cell diverged (no accuracy): counted at chance (10 classes), flagged, and
+    Adam ranks last; the proposed optimizer has the smallest lr sensitivity, as the paper says."""
+    url = table2
+    code, out, _ = run(capsys, "scores", "t2", "--storage", url, "--format", "json")
+    scores = {row["optimizer"]: row for row in json.loads(out)}
+    assert scores["adam"]["cells"] == 3 and scores["adam"]["diverged_cells"] == 1
+    assert scores["adam"]["min"] == pytest.approx(0.10)
+    assert scores["adam"]["mean"] == pytest.approx((0.10 + 0.9506 + 0.9415) / 3)
+    adaptive = ["adam", "adamw", "radam", "adabelief", "proposed"]
+    assert min(adaptive, key=lambda o: scores[o]["lr_sensitivity"]) == "proposed"
+    assert min(adaptive, key=lambda o: scores[o]["variance"]) == "proposed"
+    code, out, _ = run(capsys, "scores", "t2", "--storage", url)
+    verdict = next(line for line in out.splitlines() if line.startswith("Ranked by"))
+    assert verdict.startswith("Ranked by mean accuracy (higher is better): 1. proposed")
+    assert re.search(r"5\. nag 88\.70% \[[^]]*\], 6\. adam 66\.40% \[[^]]*\]\.$", verdict)
+    assert "Smallest lr sensitivity: proposed" in out
+    assert "Diverged cells (counted, at chance when nothing was measured): adam 1 of 3." in out
+    assert "3 (1 div)" in out
+
+
+def test_scores_pair_states_the_difference_and_its_interval(table2, capsys):
+    url = table2
+    code, out, _ = run(capsys, "scores", "t2", "--storage", url, "--pair", "proposed", "nag",
+                       "--measure", "mean", "--resamples", "500", "--seed", "3")  # fmt: skip
+    assert code == 0
+    assert re.fullmatch(
+        r"proposed - nag on mean accuracy: \+5\.77 \[[-+]\d+\.\d\d, \+\d+\.\d\d\] "
+        r"\(95% bootstrap, 500 resamples\): (not )?separable, the interval (in|ex)cludes 0\n",
+        out,
+    ), out
+    again = run(capsys, "scores", "t2", "--storage", url, "--pair", "proposed", "nag",
+                "--measure", "mean", "--resamples", "500", "--seed", "3")[1]  # fmt: skip
+    assert again == out  # seeded
 
 
 def test_table_lr_wd_prints_table3_back_in_the_paper_layout(db, capsys):
@@ -119,6 +171,14 @@ def test_load_results_gives_the_same_frame_for_notebooks(db):
         (["table", "paper_table3", "--kind", "lr-wd"], "needs --optimizer NAME; .*has: proposed"),
         (["table", "paper_table3", "--kind", "lr-optimizer"], "several weight_decay values"),
         (["report", "nope"], "unknown study 'nope'"),
+        (["compare", "paper_table3"], "compare needs two or more studies, got 1"),
+        (["compare", "paper_table3", "nope"], "unknown study 'nope'"),
+        (["compare", "paper_table3", "paper_table3"], "named twice"),
+        (["scores", "paper_table3", "--level", "1.5"], "must be > 0 and < 1, got '1.5'"),
+        (["compare", "paper_table3", "paper_table1", "--level", "0"], "must be > 0 and < 1"),
+        (["scores", "paper_table3", "--pair", "proposed", "adam"], "unknown optimizer 'adam'"),
+        (["scores", "paper_table3", "--pair", "proposed", "proposed"], "not with itself"),
+        (["scores", "paper_table3", "--default-cell", "3,0"], "default cell lr 3 is not on"),
         (["import", "MISSING.csv", "--study", "x"], "no such file"),
         (["import", str(paper_table_path("paper_table1")), "--study", "paper_table3"],
          "study 'paper_table3' already exists"),
