@@ -74,26 +74,43 @@ MEASURES: dict[str, Measure] = {
         "regret", "regret", "pct", "lower", "best cell - mean: expected loss of a random cell"
     ),
     "near_best_share": Measure(
-        "share near the best", "near best", "cells", "higher",
+        "share near the best",
+        "near best",
+        "cells",
+        "higher",
         "share of cells within 1 point of the best cell",
     ),  # fmt: skip
     "lr_sensitivity": Measure(
-        "lr sensitivity", "lr sens", "pct", "lower",
+        "lr sensitivity",
+        "lr sens",
+        "pct",
+        "lower",
         "mean over wd of: mean over lr of (best lr's acc - acc), each cell floored at chance",
         per_grid=True,
     ),  # fmt: skip
     "tunability": Measure(
-        "tunability", "tunability", "pct", "lower",
+        "tunability",
+        "tunability",
+        "pct",
+        "lower",
         "best cell - default cell (Probst et al. 2019); default: the grid's centre cell",
         per_grid=True,
     ),  # fmt: skip
     "var_share_lr": Measure(
-        "variance share of lr", "var share lr", "ss", None,
-        "SS between lr rows / total SS (complete grids)", True,
+        "variance share of lr",
+        "var share lr",
+        "ss",
+        None,
+        "SS between lr rows / total SS (complete grids)",
+        True,
     ),  # fmt: skip
     "var_share_wd": Measure(
-        "variance share of wd", "var share wd", "ss", None,
-        "SS between wd columns / total SS (complete grids)", True,
+        "variance share of wd",
+        "var share wd",
+        "ss",
+        None,
+        "SS between wd columns / total SS (complete grids)",
+        True,
     ),  # fmt: skip
 }
 BUDGETS = (1, 2, 5, 10, 25)  # cells tried at random, for the E[best@n] columns
@@ -210,14 +227,20 @@ def pooled_measures(values: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def lr_losses(grid: np.ndarray, chance: float) -> np.ndarray:
+    """(B, n_wd): per wd column, mean over lr of (best lr's accuracy - accuracy), every cell
+    floored at chance first; missing cells (NaN) are left out."""
+    floored = np.maximum(grid, chance)  # NaN stays NaN
+    with _quiet_nan_warnings():
+        return np.nanmean(np.nanmax(floored, axis=1, keepdims=True) - floored, axis=1)
+
+
 def grid_measures(grid: np.ndarray, chance: float, default: tuple[int, int]) -> dict:
     """Layout measures for a (B, n_lr, n_wd) batch of grids (NaN = missing cell)."""
-    floored = np.fmax(grid, chance)
     with np.errstate(invalid="ignore"), _quiet_nan_warnings():
-        per_wd = np.nanmean(np.nanmax(floored, axis=1, keepdims=True) - floored, axis=1)
         best = np.nanmax(grid.reshape(len(grid), -1), axis=1)
         out = {
-            "lr_sensitivity": np.nanmean(per_wd, axis=1),
+            "lr_sensitivity": np.nanmean(lr_losses(grid, chance), axis=1),
             "tunability": best - grid[:, default[0], default[1]],
         }
         complete = ~np.isnan(grid).any(axis=(1, 2))
@@ -352,9 +375,7 @@ def lr_sensitivity_per_wd(
     means = cell_means(cells, metric, chance=chance)
     parts = []
     for entry in entry_grids(means):
-        floored = np.fmax(entry.grid, chance)
-        with _quiet_nan_warnings():
-            per_wd = np.nanmean(np.nanmax(floored, axis=0) - floored, axis=0)
+        per_wd = lr_losses(entry.grid[None], chance)[0]
         parts.append(
             pd.DataFrame(
                 {

@@ -4,11 +4,17 @@ Percentile bootstrap, seeded, with a stated number of resamples. What is resampl
 what the study measured, per (optimizer, variant):
 
 - "seeds within cells": every measured cell has two or more seeds. The grid stays fixed; each
-  cell's seeds are drawn with replacement. The interval covers seed-to-seed noise of this grid,
-  for every measure (the layout measures too).
-- "grid cells": one seed per cell. The cells are drawn with replacement. The interval covers
-  which cells a grid like this one happens to hold; it exists only for the pooled measures (mean,
-  variance, ...), since a resampled set of cells has no lr x wd layout.
+  cell's k seeds are drawn with replacement, after their deviations from the cell mean are
+  scaled by sqrt(k / (k - 1)) so a resample's variance is unbiased (Davison & Hinkley 1997,
+  adjusted residuals). The interval covers seed-to-seed noise of this grid, for every measure
+  (the layout measures too).
+- "grid cells": one seed per cell. The cells (deviations adjusted the same way) are drawn with
+  replacement. The interval covers which cells a grid like this one happens to hold; it exists
+  only for the pooled measures (mean, variance, ...), since a resampled set of cells has no
+  lr x wd layout.
+
+Measured coverage of a known truth at a nominal 95% (tests/analysis/test_uncertainty.py, 300
+simulated studies each): 92.0% over 25 grid cells, 94.0% over 4 seeds in each of 25 cells.
 
 Each entry draws from its own stream (the seed and a hash of its name), so its interval does not
 change when other optimizers are added to the study.
@@ -87,16 +93,25 @@ def bootstrap(
             grids = np.full((resamples, *entry.grid.shape), np.nan)
             for (i, j), values in zip(np.argwhere(measured), per_cell, strict=True):
                 picks = rng.integers(0, len(values), size=(resamples, len(values)))
-                grids[:, i, j] = values[picks].mean(axis=1)
+                grids[:, i, j] = _adjusted(values)[picks].mean(axis=1)
             draws = pooled_measures(grids[:, measured])
             draws |= grid_measures(grids, chance, entry.default)
             out.append(Bootstrap(entry.optimizer, entry.variant, OVER_SEEDS, draws))
         else:
-            values = entry.grid[measured]
+            values = _adjusted(entry.grid[measured])
             picks = rng.integers(0, len(values), size=(resamples, len(values)))
             draws = pooled_measures(values[picks])
             out.append(Bootstrap(entry.optimizer, entry.variant, OVER_CELLS, draws))
     return out
+
+
+def _adjusted(values: np.ndarray) -> np.ndarray:
+    """Deviations from the mean scaled by sqrt(n / (n - 1)): resamples then have an unbiased
+    variance (adjusted residuals)."""
+    n = len(values)
+    if n < 2:
+        return values
+    return values.mean() + np.sqrt(n / (n - 1)) * (values - values.mean())
 
 
 def _measured_keys(entry, measured: np.ndarray) -> list[tuple[float, float]]:

@@ -21,14 +21,17 @@ def profile_figure(profiles: pd.DataFrame, measure: str) -> go.Figure:
     fig = go.Figure()
     for name, row in profiles.iterrows():
         fig.add_trace(
-            go.Scatter(x=taus, y=100 * row.to_numpy(float), mode="lines+markers",
-                       line={"shape": "hv"}, name=html.escape(str(name)))  # fmt: skip
+            go.Scatter(
+                x=taus,
+                y=100 * row.to_numpy(float),
+                mode="lines+markers",
+                line={"shape": "hv"},
+                name=html.escape(str(name)),
+            )  # fmt: skip
         )
     fig.update_xaxes(title_text="tau (ratio to the study's best)", type="log")
     fig.update_yaxes(title_text="studies within tau x the best (%)", range=[-5, 105])
-    fig.update_layout(
-        title_text=f"Performance profiles on {MEASURES[measure].label}", height=420
-    )
+    fig.update_layout(title_text=f"Performance profiles on {MEASURES[measure].label}", height=420)
     return fig
 
 
@@ -40,7 +43,9 @@ def render_comparison(
     scale = SCALES[info.unit]
     shown = long.assign(
         value=[
-            "-" if math.isnan(v) else f"{scale * v:.2f}"
+            "-"
+            if math.isnan(v)
+            else f"{scale * v:.2f}"
             + ("" if math.isnan(lo) else f" [{scale * lo:.2f}, {scale * hi:.2f}]")
             for v, lo, hi in zip(long["value"], long["lo"], long["hi"], strict=True)
         ]
@@ -51,8 +56,13 @@ def render_comparison(
     if profiles is None:
         figure = "<p>No optimizer is in two of these studies: no performance profiles.</p>"
     else:
-        figure = pio.to_html(profile_figure(profiles, measure), full_html=False,
-                             include_plotlyjs=False, config=PLOT_CONFIG, div_id="fig-profiles")  # fmt: skip
+        figure = pio.to_html(
+            profile_figure(profiles, measure),
+            full_html=False,
+            include_plotlyjs=False,
+            config=PLOT_CONFIG,
+            div_id="fig-profiles",
+        )
     studies = ", ".join(html.escape(s) for s in dict.fromkeys(long["study"]))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -79,6 +79,18 @@ def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> No
     assert digest(db) == before
 
 
+def test_run_closes_with_exactly_what_scores_prints(finished, capsys) -> None:
+    """The end-of-run table, verdict and notes are `scores STUDY`'s own output, number for
+    number (they once pooled variants and computed variance over trials)."""
+    path, url, _ = finished
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+        code, run_out, _ = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 0
+    code, scores_out, _ = run_cli(["scores", "done", "--storage", url], capsys)
+    assert code == 0 and "Ranked by mean accuracy" in scores_out
+    assert scores_out in run_out
+
+
 def test_status_counts_per_optimizer(finished, capsys) -> None:
     _, url, _ = finished
     code, out, _ = run_cli(["status", "done", "--storage", url], capsys)
