@@ -466,6 +466,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from robustbench_opt.serve import serve
+    from robustbench_opt.report.serve import serve
 
     return serve(args.host, args.port, _store(args.storage))

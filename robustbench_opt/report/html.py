@@ -18,8 +18,12 @@ from robustbench_opt.report.figures import study_figures
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; }
+.fits { overflow-x: auto; max-width: 100%; }
+#verdict { background: #f5f7fb; border-left: 4px solid #4c6ef5; padding: 0.3em 1em; }
+#verdict p { margin: 0.4em 0; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
-th { background: #f0f0f0; } td:first-child, td:nth-child(2) { text-align: left; }
+th { background: #f0f0f0; }
+td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
 .note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
 """
 # Nothing may load from anywhere: scripts and styles are inline, images are data:/blob: only.
@@ -60,8 +64,10 @@ def render_report(
     *,
     chance: float,
     refresh_seconds: int | None = None,
+    back: str | None = None,
 ) -> str:
-    """The report page as one string. `refresh_seconds` adds an auto-reload (for `serve`)."""
+    """The report page as one string. For `serve`: `refresh_seconds` adds an auto-reload and
+    `back` a link to the study list at that URL."""
     scores = compute_scores(cells, metric, chance=chance)
     boots = bootstrap(cells, metric, chance=chance)
     ci = intervals(boots)
@@ -88,6 +94,7 @@ def render_report(
     refresh = (
         f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
     )
+    nav = f'<p><a href="{html.escape(back)}">&larr; all studies</a></p>' if back else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{refresh}
@@ -95,13 +102,13 @@ def render_report(
 <title>robustbench-opt: {name}</title><style>{STYLE}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-<h1>Study {name}</h1>
+{nav}<h1>Study {name}</h1>
 <p class="note">{html.escape(_progress(cells))}; generated {stamp}</p>
 <section id="verdict"><h2>Verdict</h2>{verdict}</section>
 <h2>Robustness scores</h2>
-<div style="overflow-x: auto">{_table(shown)}</div>
+<div class="fits">{_table(shown)}</div>
 <details><summary>Every measure</summary>
-<div style="overflow-x: auto">{_table(scores_display(scores, ci, wide=True))}</div></details>
+<div class="fits">{_table(scores_display(scores, ci, wide=True))}</div></details>
 {notes}
 {divs}
 </body></html>

@@ -45,9 +45,12 @@ def _result(config: TrialConfig, acc: float, diverged: bool = False) -> TrialRes
     )
 
 
-def build_run_study(store: Store, name: str, optimizers: tuple[str, ...], seeds: int) -> None:
+def build_run_study(
+    store: Store, name: str, optimizers: tuple[str, ...], seeds: int, finished: bool = False
+) -> None:
     """A 2 lr x 2 wd grid per optimizer: one diverged trial, one failed, one running and one left
-    pending; all others finished with per-epoch metrics (written as the runner writes them)."""
+    pending (unless `finished`: then every trial has a result, one diverged); all others finished
+    with per-epoch metrics (written as the runner writes them)."""
     configs = [
         TrialConfig("synthetic", "mlp", "adamw", lr, wd, seed=seed, label=label)
         for label in optimizers
@@ -58,11 +61,12 @@ def build_run_study(store: Store, name: str, optimizers: tuple[str, ...], seeds:
     store.register_study(name, {"name": name}, configs)
     run_id = store.start_run(name)
     ids = [c.cell_id(name) for c in configs]
-    store.claim(name, run_id, ids[:-1])  # the last cell stays pending
-    for k, (config, cell_id) in enumerate(zip(configs[:-1], ids[:-1], strict=True)):
-        if k == 1:
+    claimed = len(ids) if finished else len(ids) - 1  # else the last cell stays pending
+    store.claim(name, run_id, ids[:claimed])
+    for k, (config, cell_id) in enumerate(zip(configs[:claimed], ids[:claimed], strict=True)):
+        if k == 1 and not finished:
             store.record_failure(name, cell_id, "RuntimeError: boom")
-        elif k == 2:
+        elif k == 2 and not finished:
             store.record_start(name, cell_id)  # stays running
         else:
             acc = 0.5 + 0.3 * (k % 5) / 5 + 0.02 * config.seed
@@ -74,11 +78,21 @@ def build_run_study(store: Store, name: str, optimizers: tuple[str, ...], seeds:
 
 @pytest.fixture(scope="session")
 def report_db(tmp_path_factory) -> str:
-    """Database URL holding study "demo" (adam, sgd) and one named EVIL with an EVIL optimizer."""
+    """Database URL holding study "demo" (adam, sgd), one named EVIL with an EVIL optimizer, both
+    unfinished, and a finished study "done" (momentum, adam, sgd)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('reportdb') / 'r.db'}"
     store = Store(url)
     build_run_study(store, "demo", ("adam", "sgd"), seeds=2)
     build_run_study(store, EVIL, (EVIL,), seeds=1)
+    build_run_study(store, "done", ("momentum", "adam", "sgd"), seeds=1, finished=True)
+    return url
+
+
+@pytest.fixture(scope="session")
+def finished_db(tmp_path_factory) -> str:
+    """Database URL holding only the finished study "done"."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('finisheddb') / 'f.db'}"
+    build_run_study(Store(url), "done", ("momentum", "adam", "sgd"), seeds=1, finished=True)
     return url
 
 

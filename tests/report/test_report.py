@@ -31,6 +31,7 @@ class Attrs(HTMLParser):
 
 
 def page_of(db: str, study: str, refresh: int | None = None) -> str:
+    """The report page of `study` (standalone: no link back, no reload unless `refresh`)."""
     store = Store(db)
     return render_report(study, store.cells_frame(study), store.epochs_frame(study), "final",
                          chance=0.1, refresh_seconds=refresh)  # fmt: skip
@@ -68,28 +69,21 @@ def test_report_shows_scores_progress_and_refresh(report_db, demo_page):
     assert '<meta http-equiv="refresh" content="30">' in page_of(report_db, "demo", 30)
 
 
-def test_figures_mark_diverged_and_missing_cells_on_one_colour_scale(report_db):
-    store = Store(report_db)
-    figures = study_figures(store.cells_frame("demo"), store.epochs_frame("demo"), "final", 0.1)
-    heat = figures["heatmaps"]
-    assert [t.coloraxis for t in heat.data] == ["coloraxis", "coloraxis"]
-    texts = [str(v) for t in heat.data for row in t.text for v in row]
-    assert any("diverged" in v for v in texts)
-    values = np.concatenate([np.asarray(t.z, dtype=float).ravel() for t in heat.data])
-    assert heat.layout.coloraxis.cmin == np.nanmin(values)
-    assert heat.layout.coloraxis.cmax == np.nanmax(values)
-    curves = figures["learning_curves"]
-    assert {t.name for t in curves.data} == {"adam", "sgd"} and len(curves.data) == 8
-    budget = figures["expected_best"]
-    assert [len(t.x) for t in budget.data] == [4, 4]  # every cell has one measured seed
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
 def _coloured_share(png: bytes) -> float:
-    from PIL import Image
+    """Share of saturated pixels (not white, grey or black)."""
+    pixels = _pixels(png)
+    return float((pixels.max(axis=2) - pixels.min(axis=2) > 60).mean())
 
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    spread = pixels.max(axis=2) - pixels.min(axis=2)
-    return float((spread > 60).mean())
+
+def _painted_share(png: bytes) -> float:
+    """Share of pixels that are not the white page."""
+    return float((_pixels(png).min(axis=2) < 235).mean())
 
 
 BLOCKED = ["http://*", "https://*", "ws://*", "wss://*", "ftp://*"]
@@ -160,7 +154,8 @@ def test_headless_chromium_draws_the_heatmaps_without_network(devtools, report_d
         {"format": "png", "captureBeyondViewport": True, "clip": clip},
         session,
     )["data"]
-    assert _coloured_share(base64.b64decode(shot)) > 0.5  # the Viridis cells were painted
+    assert _painted_share(base64.b64decode(shot)) > 0.9  # every cell was painted
+    assert _coloured_share(base64.b64decode(shot)) > 0.2  # the Viridis ones in colour
     urls = requested_urls(devtools)
     assert path.as_uri() in urls  # the log works for this page too
     assert remote(urls) == []
@@ -176,3 +171,40 @@ def test_png_export_through_kaleido(report_db, tmp_path, monkeypatch, chromium):
     png = written[0].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert _coloured_share(png) > 0.05
+
+
+PAGE_LAYOUT = """(() => { const v = document.querySelector('#verdict');
+    const r = v.getBoundingClientRect(); const style = getComputedStyle(v);
+    const table = document.querySelector('h2 + .fits table').getBoundingClientRect();
+    return {verdict: [r.x, r.y, r.width, r.height], visible: style.visibility === 'visible'
+              && style.display !== 'none' && style.opacity === '1',
+            text: v.innerText, scrollWidth: document.documentElement.scrollWidth,
+            tableRight: table.right, folded: !document.querySelector('details').open}; })()"""
+
+
+@pytest.mark.slow
+def test_headless_chromium_at_1400px_shows_the_verdict_first_without_horizontal_overflow(
+    devtools, report_db, tmp_path
+):
+    path = tmp_path / "report.html"
+    path.write_text(page_of(report_db, "done"), encoding="utf-8")
+    session = open_page(devtools, path)  # a 1400 x 1200 px viewport
+    assert evaluate(devtools, session, WAIT_HEATMAPS) == 3
+    layout = evaluate(devtools, session, PAGE_LAYOUT)
+    x, y, width, height = layout["verdict"]
+    assert layout["visible"] and width > 1000 and height > 50
+    assert y + height < 1200  # on the first screen, above the scores
+    assert layout["text"].startswith("Verdict") and "Ranked by mean" in layout["text"]
+    assert layout["scrollWidth"] <= 1400  # nothing overflows a 1400 px page
+    assert layout["folded"] and layout["tableRight"] <= 1400
+    unfolded = "document.querySelector('details').open = true; document.documentElement.scrollWidth"
+    assert evaluate(devtools, session, unfolded) <= 1400  # the wide table scrolls in its box
+    shot = devtools.send("Page.captureScreenshot", {"format": "png"}, session)["data"]
+    pixels = _pixels(base64.b64decode(shot))
+    assert pixels.shape[:2] == (1200, 1400)
+    verdict = pixels[int(y) : int(y + height), int(x) : int(x + width)]
+    assert (verdict.min(axis=2) < 100).mean() > 0.01  # dark text drawn in the verdict box
+    assert (
+        _painted_share(base64.b64decode(shot)) > 0.1
+        and _coloured_share(base64.b64decode(shot)) > 0.02
+    )  # not blank: text, the table and the top of the heatmaps

@@ -1,7 +1,9 @@
 """Local web app: lists the studies with their progress and serves each one's live report.
 
-Stdlib `http.server`; reports are regenerated on every request, so a running study updates
-(pages reload themselves). Meant for 127.0.0.1; it has no authentication.
+Stdlib `http.server`; reports are regenerated on every request. Pages reload themselves only
+while there is something to wait for: a report while its study has running or pending cells, the
+list while some study has. Every page links back to the list. Meant for 127.0.0.1; it has no
+authentication.
 """
 
 from __future__ import annotations
@@ -15,15 +17,32 @@ from urllib.parse import parse_qs, quote, urlsplit
 from robustbench_opt.analysis.results import require_study
 from robustbench_opt.analysis.scores import METRICS, chance_accuracy, require_measured
 from robustbench_opt.errors import UserError
+from robustbench_opt.report.html import render_report
 
-INDEX_REFRESH_S = 10  # the study list reloads this often
+INDEX_REFRESH_S = 10  # the study list reloads this often while some study is unfinished
 REPORT_REFRESH_S = 30  # a report of a study with unfinished cells reloads this often
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em}td,th{border:1px solid #ccc;"
+    "padding:.2em .6em}table{border-collapse:collapse}"
+)
+BACK = '<p><a href="/">&larr; all studies</a></p>'
+
+
+def _page(title: str, body: str, refresh_seconds: int | None = None) -> str:
+    """A small HTML page (the list, an error)."""
+    refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>"
+    )
 
 
 def index_page(store) -> str:
-    """The study list with progress and a link to each report."""
+    """The study list with progress and a link to each report; reloads while a study has running
+    or pending cells."""
     rows = []
-    for s in store.list_studies():
+    studies = store.list_studies()
+    for s in studies:
         finished = s.done + s.diverged
         share = f"{100 * finished / s.n_cells:.0f}%" if s.n_cells else "-"
         link = f"/report?study={quote(s.name, safe='')}"
@@ -41,20 +60,16 @@ def index_page(store) -> str:
         if rows
         else "<p>No studies yet: run one with <code>robustbench-opt run</code>.</p>"
     )
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="{INDEX_REFRESH_S}">'
-        "<title>robustbench-opt studies</title><style>body{font-family:system-ui,sans-serif;"
-        "margin:1.5em}td,th{border:1px solid #ccc;padding:.2em .6em}table{border-collapse:"
-        f"collapse}}</style></head><body><h1>Studies</h1><p>{html.escape(store.display_url)}</p>"
-        f"{body}</body></html>"
+    unfinished = any(s.running + s.pending for s in studies)
+    return _page(
+        "robustbench-opt studies",
+        f"<h1>Studies</h1><p>{html.escape(store.display_url)}</p>{body}",
+        INDEX_REFRESH_S if unfinished else None,
     )
 
 
 def report_page(store, study: str, metric: str) -> str:
-    """The study's report, regenerated now; auto-reloads while cells are unfinished."""
-    from robustbench_opt.report.html import render_report
-
+    """The study's report, regenerated now; reloads while cells are running or pending."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     require_study(store, study)
@@ -68,6 +83,7 @@ def report_page(store, study: str, metric: str) -> str:
         metric,
         chance=chance_accuracy(store.study_record(study).spec),
         refresh_seconds=REPORT_REFRESH_S if unfinished else None,
+        back="/",
     )
 
 
@@ -85,9 +101,9 @@ def make_server(host: str, port: int, store) -> ThreadingHTTPServer:
                     metric = query.get("metric", ["final"])[0]
                     self._send(HTTPStatus.OK, report_page(store, query["study"][0], metric))
                 else:
-                    self._send(HTTPStatus.NOT_FOUND, "<p>not found; go to <a href='/'>/</a></p>")
+                    self._send(HTTPStatus.NOT_FOUND, _page("not found", BACK + "<p>not found</p>"))
             except UserError as err:
-                page = f"<p>error: {html.escape(str(err))}</p><p><a href='/'>studies</a></p>"
+                page = _page("error", f"{BACK}<p>error: {html.escape(str(err))}</p>")
                 self._send(HTTPStatus.NOT_FOUND, page)
 
         def _send(self, status: HTTPStatus, page: str) -> None:
