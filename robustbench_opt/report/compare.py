@@ -12,7 +12,7 @@ from plotly.offline import get_plotlyjs
 
 from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES
 from robustbench_opt.analysis.scores import MEASURES
-from robustbench_opt.report.html import CSP, PLOT_CONFIG, STYLE, _table
+from robustbench_opt.report.html import CSP, PLOT_CONFIG, STYLE, html_table
 
 
 def profile_figure(profiles: pd.DataFrame, measure: str) -> go.Figure:
@@ -52,7 +52,7 @@ def render_comparison(
     ).pivot(index="optimizer", columns="study", values="value")
     shown = shown.reindex(index=list(dict.fromkeys(long["optimizer"])),
                           columns=list(dict.fromkeys(long["study"])))  # fmt: skip
-    table = _table(shown.fillna("-").reset_index())
+    table = html_table(shown.fillna("-").reset_index())
     if profiles is None:
         figure = "<p>No optimizer is in two of these studies: no performance profiles.</p>"
     else:

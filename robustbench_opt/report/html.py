@@ -34,7 +34,7 @@ CSP = (
 PLOT_CONFIG = {"responsive": True, "displaylogo": False}
 
 
-def _table(frame: pd.DataFrame) -> str:
+def html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
@@ -106,9 +106,9 @@ def render_report(
 <p class="note">{html.escape(_progress(cells))}; generated {stamp}</p>
 <section id="verdict"><h2>Verdict</h2>{verdict}</section>
 <h2>Robustness scores</h2>
-<div class="fits">{_table(shown)}</div>
+<div class="fits">{html_table(shown)}</div>
 <details><summary>Every measure</summary>
-<div class="fits">{_table(scores_display(scores, ci, wide=True))}</div></details>
+<div class="fits">{html_table(scores_display(scores, ci, wide=True))}</div></details>
 {notes}
 {divs}
 </body></html>

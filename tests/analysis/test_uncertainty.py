@@ -58,7 +58,7 @@ def test_intervals_over_grid_cells_cover_the_population_mean_about_95_percent():
             [(lr, wd) for lr in LRS for wd in WDS], accs, strict=True)})  # fmt: skip
         hits.append(covered(cells, 0.90, rep))
     rate = float(np.mean(hits))
-    assert 0.90 <= rate <= 0.98, rate  # measured: 0.920
+    assert 0.90 <= rate <= 0.98, rate  # measured: 0.917
 
 
 def test_intervals_over_seeds_cover_the_grid_mean_about_95_percent():

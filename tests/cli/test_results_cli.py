@@ -76,9 +76,26 @@ def test_imported_table3_scores_as_the_paper(db, capsys):
 def table2(tmp_path_factory) -> str:
     """A database with the paper's Table 2 imported as study t2."""
     url = f"sqlite:///{tmp_path_factory.mktemp('t2') / 't2.db'}"
-    path = str(paper_table_path("paper_table2"))
-    assert main(["import", path, "--study", "t2", "--storage", url]) == 0
+    for name, study in (("paper_table2", "t2"), ("paper_table3", "t3")):
+        assert main(["import", str(paper_table_path(name)), "--study", study, "--storage", url]) == 0
     return url
+
+
+def test_compare_puts_studies_side_by_side_with_performance_profiles(table2, capsys, tmp_path):
+    page = tmp_path / "compare.html"
+    code, out, _ = run(capsys, "compare", "t2", "t3", "--storage", table2, "--format", "json",
+                       "-o", str(page))  # fmt: skip
+    assert code == 0
+    payload = json.loads(out[out.index("{"):])
+    values = {(r["study"], r["optimizer"]): r["value"] for r in payload["scores"]}
+    assert f"{100 * values['t3', 'proposed']:.2f}" == "97.03"
+    assert values["t2", "adam"] == pytest.approx((0.10 + 0.9506 + 0.9415) / 3)
+    profiles = {r["optimizer"]: r for r in payload["profiles"]}
+    assert profiles["proposed"]["tau 1"] == 1.0  # the best mean in both studies
+    assert profiles["adam"]["tau 1.25"] == 0.0 and profiles["adam"]["tau 1.5"] == 0.5
+    assert "Performance profiles" in page.read_text() and "fig-profiles" in page.read_text()
+    code, out, _ = run(capsys, "compare", "t2", "t3", "--storage", table2)
+    assert code == 0 and "97.03 [" in out and "performance profile on mean accuracy" in out
 
 
 def test_paper_table2_does_not_rank_diverged_adam_robust(table2, capsys):
