@@ -77,7 +77,8 @@ def table2(tmp_path_factory) -> str:
     """A database with the paper's Table 2 imported as study t2."""
     url = f"sqlite:///{tmp_path_factory.mktemp('t2') / 't2.db'}"
     for name, study in (("paper_table2", "t2"), ("paper_table3", "t3")):
-        assert main(["import", str(paper_table_path(name)), "--study", study, "--storage", url]) == 0
+        path = str(paper_table_path(name))
+        assert main(["import", path, "--study", study, "--storage", url]) == 0
     return url
 
 
