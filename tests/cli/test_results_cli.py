@@ -87,7 +87,7 @@ def test_compare_puts_studies_side_by_side_with_performance_profiles(table2, cap
     code, out, _ = run(capsys, "compare", "t2", "t3", "--storage", table2, "--format", "json",
                        "-o", str(page))  # fmt: skip
     assert code == 0
-    payload = json.loads(out[out.index("{"):])
+    payload = json.loads(out[out.index("{") :])
     values = {(r["study"], r["optimizer"]): r["value"] for r in payload["scores"]}
     assert f"{100 * values['t3', 'proposed']:.2f}" == "97.03"
     assert values["t2", "adam"] == pytest.approx((0.10 + 0.9506 + 0.9415) / 3)
