@@ -5,10 +5,13 @@ from __future__ import annotations
 from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
 from robustbench_opt.analysis.results import load_results, results_frame
 from robustbench_opt.analysis.scores import (
+    MEASURES,
     cell_means,
+    chance_accuracy,
     compute_scores,
     expected_best,
     expected_best_curves,
+    lr_sensitivity_per_wd,
 )
 from robustbench_opt.analysis.tables import (
     lr_optimizer_table,
@@ -16,10 +19,19 @@ from robustbench_opt.analysis.tables import (
     table_rows,
     variant_optimizer_table,
 )
+from robustbench_opt.analysis.uncertainty import bootstrap, compare_pair, intervals
+from robustbench_opt.analysis.verdict import verdict_lines
 
 __all__ = [
+    "MEASURES",
+    "bootstrap",
     "cell_means",
+    "chance_accuracy",
+    "compare_pair",
     "compute_scores",
+    "intervals",
+    "lr_sensitivity_per_wd",
+    "verdict_lines",
     "expected_best",
     "expected_best_curves",
     "load_results",
