@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 
 from robustbench_opt.analysis.scores import compute_scores, expected_best_curves
+from robustbench_opt.analysis.uncertainty import bootstrap
 from robustbench_opt.cli import main
 from robustbench_opt.storage import Store
 
@@ -74,8 +75,13 @@ def run(trials: int, folder: Path) -> dict[str, float]:
         results,
     )
     cells = timed("read: cells_frame", lambda: store.cells_frame("bench"), results)
-    timed("compute_scores (pure pandas)", lambda: compute_scores(cells), results)
-    timed("expected_best_curves (pure numpy)", lambda: expected_best_curves(cells), results)
+    timed("compute_scores (pure pandas)", lambda: compute_scores(cells, chance=0.1), results)
+    timed("bootstrap, 2000 resamples", lambda: bootstrap(cells, chance=0.1), results)
+    timed(
+        "expected_best_curves (pure numpy)",
+        lambda: expected_best_curves(cells, chance=0.1),
+        results,
+    )
     report = folder / "bench.html"
     commands = {
         "cli: scores": ["scores", "bench"],
