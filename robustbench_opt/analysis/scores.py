@@ -12,6 +12,7 @@ import pandas as pd
 from scipy.special import gammaln
 
 from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.states import FINISHED as MEASURED_STATES
 
 GRID = ["optimizer", "variant", "lr", "weight_decay"]
 ENTRY = ["optimizer", "variant"]
@@ -25,7 +26,6 @@ METRIC_LABELS: dict[str, str] = {
     "best": "best epoch chosen on test (optimistic)",
     "val": "test accuracy at the epoch chosen on validation",
 }
-MEASURED_STATES = ("done", "diverged")
 NEAR_BEST = 0.01  # "near the best": within 1 accuracy point of the best cell
 DIVERGED_NOTE = "diverged cells count with their measured accuracy"
 

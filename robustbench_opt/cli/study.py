@@ -14,8 +14,8 @@ from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
 from robustbench_opt.spec import load_study
+from robustbench_opt.states import FINISHED, STATES
 from robustbench_opt.storage import Store, resolve_url
-from robustbench_opt.storage.tables import FINISHED, STATES
 
 STORAGE_HELP = "database URL (default: $ROBUSTBENCH_STORAGE, else sqlite:///storage/robustbench.db)"
 
