@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.storage import SpecChanged, Store, resolve_url
+from robustbench_opt.storage.optuna_trials import CellKey, study_distributions
 
 STUDY = "s1"
 SPEC = {"name": STUDY, "lrs": [0.1, 0.01], "weight_decays": [0.0, 1e-4]}
@@ -268,13 +269,13 @@ def test_stale_claim_of_a_dead_process_is_recovered(store: Store) -> None:
     # ids[1] finished in Optuna but the process died before writing our row: adopted.
     row = store.cells_frame(STUDY).set_index("cell_id").loc[ids[1]]
     result = make_result(cells[1], [0.6])
-    tid = store._cell(STUDY, ids[1]).optuna_trial_id
+    [tid] = [t._trial_id for t in optuna_trials(store) if t.user_attrs["cell_id"] == ids[1]]
     store.optuna_storage.set_trial_user_attr(tid, "record", result.to_dict())
     store.optuna_storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.6])
     assert row["state"] == "running"
     alive = store.start_run(STUDY)
     assert store.stale_runs(STUDY) == []  # heartbeats fresh, pids alive
-    with store._engine.begin() as conn:
+    with store.optuna_storage.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE rbo_run SET pid = :pid WHERE run_id = :r"),
             {"pid": dead_pid(), "r": dead},
@@ -329,61 +330,78 @@ def test_import_writes_complete_trials(store: Store) -> None:
         store.import_cells(STUDY, IMPORT_ROWS, "clash")
 
 
-def test_import_reports_progress_per_written_trial(store: Store) -> None:
-    written: list[int] = []
-    store.import_cells("paper", IMPORT_ROWS, "paper Table 2", on_row=written.append)
-    assert written == list(range(1, len(IMPORT_ROWS) + 1))
+def test_bulk_import_reads_back_as_optuna_writes_it(store: Store) -> None:
+    """The bulk path writes Optuna's tables directly; `optuna.load_study` must read exactly the
+    trials Optuna's own API writes for the same rows (so optuna-dashboard shows them)."""
+    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "seed": 3, "final_test_acc":
+            None, "diverged": True, "best_test_acc": 0.5, "epochs": 7}]  # fmt: skip
+    store.import_cells("bulk", rows, "paper Table 2")
+    reference = optuna.create_study(
+        study_name="reference", storage=store.optuna_storage, direction="maximize"
+    )
+    keys = [CellKey(r["optimizer"], r["variant"], r["lr"], r["weight_decay"], r["seed"])
+            for r in rows]  # fmt: skip
+    dists = study_distributions(keys)
+    for key, trial in zip(keys, optuna_trials(store, "bulk"), strict=True):
+        reference.add_trial(
+            optuna.trial.create_trial(
+                params=key.params(),
+                distributions=dists,
+                value=trial.value,
+                user_attrs=trial.user_attrs,
+            )
+        )
+    bulk = optuna.load_study(study_name="bulk", storage=store.optuna_storage)
+    assert bulk.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert bulk.user_attrs == {"source": "import", "note": "paper Table 2"}
+    fields = ("number", "state", "value", "params", "distributions", "user_attrs",
+              "system_attrs", "intermediate_values")  # fmt: skip
+    got = [[getattr(t, f) for f in fields] for t in bulk.trials]
+    want = [[getattr(t, f) for f in fields] for t in reference.trials]
+    assert got == want
+    assert [t.value for t in bulk.trials] == [0.9, 0.95, 0.93, 0.0]  # no accuracy scores 0
+    assert bulk.trials[3].user_attrs["diverged"] is True
+    assert bulk.trials[3].user_attrs["record"]["row"]["epochs"] == 7
+    assert bulk.best_trial.number == 1
+    assert all(t.datetime_complete >= t.datetime_start for t in bulk.trials)
+    cells = store.cells_frame("bulk").set_index("cell_id")
+    assert [t.user_attrs["cell_id"] for t in bulk.trials] == list(cells.index)
+    assert cells["state"].tolist() == ["done", "done", "done", "diverged"]
+    summaries = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(
+        store.optuna_storage)}  # fmt: skip
+    assert summaries["bulk"] == 4
 
 
-def test_import_keeps_a_diverged_cell_without_accuracy(store: Store) -> None:
-    """A paper's "diverged" entry has no accuracy: stored as diverged with none, not refused."""
-    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "final_test_acc": None,
-                           "diverged": True}]  # fmt: skip
-    store.import_cells("paper", rows, "paper Table 2")
-    frame = store.cells_frame("paper")
-    assert frame["state"].iloc[3] == "diverged" and math.isnan(frame["final_test_acc"].iloc[3])
-    assert optuna_trials(store, "paper")[3].user_attrs["diverged"] is True
-    with pytest.raises(UserError, match="import row 0"):
-        store.import_cells("other", [{**IMPORT_ROWS[0], "final_test_acc": None}], "no acc")
-    assert not store.has_study("other")
+def test_import_stores_the_number_of_classes(store: Store) -> None:
+    store.import_cells("c100", IMPORT_ROWS, "note", num_classes=100)
+    store.import_cells("c10", IMPORT_ROWS, "note")
+    assert store.study_record("c100").spec == {"import": "note", "num_classes": 100}
+    assert store.study_record("c10").spec["num_classes"] == 10
+    with pytest.raises(UserError, match="num_classes=0 is not a whole number >= 1"):
+        store.import_cells("c0", IMPORT_ROWS, "note", num_classes=0)
+    assert not store.has_study("c0")
 
 
-def test_import_is_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = store.optuna_storage.create_new_trial
-    calls = []
-
-    def flaky(study_id: int, template_trial: optuna.trial.FrozenTrial) -> int:
-        calls.append(1)
-        if len(calls) == 3:
-            raise sa.exc.OperationalError("insert", {}, Exception("disk full"))
-        return real(study_id, template_trial=template_trial)
-
-    monkeypatch.setattr(store.optuna_storage, "create_new_trial", flaky)
-    with pytest.raises(sa.exc.OperationalError):
-        store.import_cells("paper", IMPORT_ROWS, "note")
+def test_import_is_all_or_nothing(store: Store) -> None:
+    """Rows that repeat a cell fail on the cell table's unique key, written last: the Optuna
+    study and trials written before it in the same transaction are gone too."""
+    with pytest.raises(UserError, match="nothing was written"):
+        store.import_cells("paper", [*IMPORT_ROWS, IMPORT_ROWS[0]], "note")
     assert not store.has_study("paper")
     names = [s.study_name for s in store.optuna_storage.get_all_studies()]
     assert names == [STUDY]
     assert store.cells_frame("paper").empty
+    with store.optuna_storage.engine.connect() as conn:
+        n_trials = conn.execute(sa.text("SELECT COUNT(*) FROM trials")).scalar_one()
+    assert n_trials == 0
+    store.import_cells("paper", IMPORT_ROWS, "note")  # the name is free again
+    assert len(optuna_trials(store, "paper")) == 3
 
 
-@pytest.mark.parametrize(
-    ("row", "message"),
-    [
-        ({"final_test_acc": 95.1}, "divide percentages by 100"),
-        ({"lr": "fast"}, "could not convert"),
-        ({"colour": "red"}, "unknown key"),
-    ],
-)
-def test_bad_import_rows_write_nothing(store: Store, row: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        store.import_cells("paper", [IMPORT_ROWS[0], {**IMPORT_ROWS[1], **row}], "note")
+def test_import_refuses_an_empty_table(store: Store) -> None:
+    with pytest.raises(UserError, match="no rows"):
+        store.import_cells("paper", [], "note")
     assert [s.name for s in store.list_studies()] == [STUDY]
-
-
-def test_duplicate_import_rows_are_refused(store: Store) -> None:
-    with pytest.raises(UserError, match="repeats row 0"):
-        store.import_cells("paper", [IMPORT_ROWS[0], IMPORT_ROWS[0]], "note")
 
 
 @pytest.mark.parametrize(
