@@ -66,6 +66,7 @@ def load_results(
     """
     from robustbench_opt.storage import Store, resolve_url
 
-    store = Store(resolve_url(storage), create=False)
-    require_study(store, study)
-    return results_frame(store.cells_frame(study), optimizers, variants, states)
+    with Store(resolve_url(storage), create=False) as store:
+        require_study(store, study)
+        cells = store.cells_frame(study)
+    return results_frame(cells, optimizers, variants, states)

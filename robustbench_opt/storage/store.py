@@ -33,6 +33,18 @@ class Store(ResultStore):
         self.url = url
         self.display_url = self._db.display_url
 
+    def close(self) -> None:
+        """Closes this Store's database connections; it is not used again. A Store that is
+        dropped without close keeps its pooled connections until garbage collection."""
+        self._db.optuna.remove_session()
+        self._db.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @staticmethod
     def exists(url: str) -> bool:
         """False only for a SQLite file that does not exist yet (nothing to read)."""
