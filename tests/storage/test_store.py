@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -18,6 +22,7 @@ from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.storage import SpecChanged, Store, resolve_url
 from robustbench_opt.storage.optuna_trials import CellKey, study_distributions
+from robustbench_opt.storage.tables import RESULTS_VIEW_COLUMNS
 
 STUDY = "s1"
 SPEC = {"name": STUDY, "lrs": [0.1, 0.01], "weight_decays": [0.0, 1e-4]}
@@ -166,6 +171,29 @@ def test_processes_opening_a_new_database_at_once_all_succeed(storage_url: str) 
     ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
+
+
+def test_closed_stores_hold_no_connections(storage_url: str) -> None:
+    """A process that opens Store after Store (a poll loop, a notebook calling load_results)
+    must not run PostgreSQL out of connections (its default limit is 100)."""
+    if not storage_url.startswith("postgresql"):
+        pytest.skip("connections are counted on the PostgreSQL server")
+    with Store(storage_url) as observer:
+
+        def connections() -> int:  # a new transaction each time: a fresh statistics snapshot
+            with observer.optuna_storage.engine.connect() as conn:
+                query = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                return conn.execute(sa.text(query)).scalar_one()
+
+        before = connections()
+        gc.disable()  # a dropped Store's pool lives until a cyclic collection: none here
+        try:
+            for _ in range(10):
+                with Store(storage_url, create=False) as store:
+                    store.list_studies()
+            assert connections() == before
+        finally:
+            gc.enable()
 
 
 def test_result_epochs_and_optuna_trial(store: Store) -> None:
@@ -402,6 +430,86 @@ def test_import_refuses_an_empty_table(store: Store) -> None:
     with pytest.raises(UserError, match="no rows"):
         store.import_cells("paper", [], "note")
     assert [s.name for s in store.list_studies()] == [STUDY]
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_section() -> str:
+    """The README's "Querying the database" section."""
+    return README.read_text().split("## Querying the database", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_sql() -> str:
+    """The section's block of example queries."""
+    [block] = re.findall(r"```sql\n(.*?)```", readme_section(), re.S)
+    return block
+
+
+def quickstart(store: Store) -> list[str]:
+    """Study "quickstart" (the README's examples): 4 cells done, 1 diverged, 1 failed, 2 pending."""
+    cells = make_cells()
+    store.register_study("quickstart", SPEC, cells)
+    ids = [c.cell_id("quickstart") for c in cells]
+    run = store.start_run("quickstart")
+    store.claim("quickstart", run, ids[:6])
+    for i, config in enumerate(cells[:5]):
+        store.record_start("quickstart", ids[i])
+        status = "diverged" if i == 4 else "completed"
+        store.record_result("quickstart", ids[i], make_result(config, [0.5 + 0.05 * i], status))
+    store.record_start("quickstart", ids[5])
+    store.record_failure("quickstart", ids[5], "ValueError: boom")
+    return ids
+
+
+def test_results_view_has_one_row_per_cell(store: Store) -> None:
+    quickstart(store)
+    with store.optuna_storage.engine.connect() as conn:
+        result = conn.execute(sa.text("SELECT * FROM rbo_results ORDER BY study, cell_id"))
+        columns, rows = list(result.keys()), result.all()
+    assert tuple(columns) == RESULTS_VIEW_COLUMNS
+    expected = []
+    for study in sorted(["quickstart", STUDY]):
+        frame = store.cells_frame(study).sort_values("cell_id").assign(study=study)
+        expected += list(frame[list(RESULTS_VIEW_COLUMNS)].itertuples(index=False))
+
+    def plain(row: tuple) -> tuple:
+        return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row)
+
+    assert [plain(tuple(r)) for r in rows] == [plain(tuple(r)) for r in expected]
+    assert [r.state for r in rows if r.study == "quickstart"].count("done") == 4
+
+
+def test_readme_queries_run_and_answer(store: Store) -> None:
+    quickstart(store)
+    queries = [q.strip() for q in readme_sql().split(";") if q.strip()]
+    with store.optuna_storage.engine.connect() as conn:
+        states, means, best, failed = [conn.execute(sa.text(q)).all() for q in queries]
+    assert [tuple(r) for r in states] == [("diverged", 1), ("done", 4), ("failed", 1),
+                                          ("pending", 2)]  # fmt: skip
+    assert [(r[0], r[1], float(r[2])) for r in means] == [("sgd", 1, 70.0), ("adam", 4, 57.5)]
+    assert [r.acc for r in best] == pytest.approx([0.7, 0.65, 0.6, 0.55, 0.5], abs=1e-12)
+    assert [(r.optimizer, r.error) for r in failed] == [("sgd", "ValueError: boom")]
+
+
+def test_readme_queries_run_in_sqlite3_and_psql(store: Store, storage_url: str) -> None:
+    """The example block and the section's one-line queries, through the command-line clients."""
+    quickstart(store)
+    if storage_url.startswith("sqlite"):
+        client = ["sqlite3", "-bail", "-header", "-column", storage_url.removeprefix("sqlite:///")]
+        command = client
+    else:
+        client = ["psql", "-X", "-v", "ON_ERROR_STOP=1", storage_url.replace("+psycopg", "")]
+        command = [*client, "-c"]
+    if shutil.which(client[0]) is None:
+        pytest.skip(f"{client[0]} is not installed")
+    block = subprocess.run(client, input=readme_sql(), capture_output=True, text=True, timeout=60)
+    assert block.returncode == 0 and not block.stderr, block.stderr
+    assert "ValueError: boom" in block.stdout
+    one_liners = re.findall(rf'{client[0]} .*"(SELECT [^"]+)"', readme_section())
+    assert len(one_liners) == 1
+    line = subprocess.run([*command, one_liners[0]], capture_output=True, text=True, timeout=60)
+    assert line.returncode == 0 and "cell_id" in line.stdout, line.stderr
 
 
 @pytest.mark.parametrize(
