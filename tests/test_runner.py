@@ -44,9 +44,11 @@ def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     assert "4/4 done" in (tmp_path / "p").read_text()
 
 
-def test_failed_cell_is_recorded_then_retried_alone(tmp_path: Path, make_study, fake_trial) -> None:
+def test_failed_cell_is_recorded_then_retried_alone(
+    storage_url: str, make_study, fake_trial
+) -> None:
     spec = load_study(make_study("flaky", [0.1, 0.5]))
-    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store = Store(storage_url)
     bad = {c.cell_id("flaky") for c in spec.cells() if c.lr == 0.5}
     outcome = run_plan(
         store, spec, make_plan(store, spec, "flaky"), trial_fn=fake_trial(fail_lr=0.5)

@@ -1,5 +1,7 @@
 """`run` as a subprocess: a separately started Ray node, concurrent runs, a killed driver.
 
+The tests of exactly-once cells (two launchers, a killed driver) run on SQLite and PostgreSQL.
+
 The node runs with RAY_AUTH_MODE=disabled (Ray 2.60 token auth off; a real cluster would pass
 RAY_AUTH_MODE=token and the token to `run`). It is stopped by PID, not `ray stop`, which would
 end every Ray process on the machine.
@@ -113,7 +115,8 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]
 
 
 def optuna_trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=Store(url).optuna_storage).trials
+    with Store(url) as store:
+        return optuna.load_study(study_name=study, storage=store.optuna_storage).trials
 
 
 def events(log: Path, event: str) -> Counter:
@@ -127,9 +130,9 @@ def wait_for_a_recorded_cell(proc: subprocess.Popen, url: str, study: str) -> No
     while True:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         if Store.exists(url):
-            store = Store(url, create=False)
-            if store.has_study(study) and "done" in set(store.cells_frame(study)["state"]):
-                return
+            with Store(url, create=False) as store:  # one poll: its connections closed at once
+                if store.has_study(study) and "done" in set(store.cells_frame(study)["state"]):
+                    return
         time.sleep(0.2)
 
 
@@ -191,9 +194,9 @@ def test_run_joins_a_separately_started_node(
 
 
 def test_concurrent_runs_never_train_a_cell_twice(
-    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = storage_url
     path = make_study("pair", [0.1, 0.03, 0.01, 0.003])
     log = tmp_path / "log"
     fake = {"epoch_seconds": 0.2, "log": str(log)}
@@ -208,9 +211,9 @@ def test_concurrent_runs_never_train_a_cell_twice(
 
 
 def test_killed_driver_then_rerun_trains_each_cell_once(
-    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = storage_url
     path = make_study("killed", [0.1, 0.01])
     log = tmp_path / "log"
     fake = {"epoch_seconds": 1.0, "log": str(log)}

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.states import DIVERGED, STATES
 
-STATES = ("done", "diverged", "failed", "running", "pending")
 RESULT_COLUMNS = [
     "optimizer", "variant", "lr", "weight_decay", "seed", "state", "diverged", "final_test_acc",
     "best_test_acc", "best_epoch", "test_acc_at_best_val", "epochs_run", "seconds", "error",
@@ -36,7 +36,7 @@ def results_frame(
     states: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Cells with a `diverged` column, filtered (empty filter = all), in grid order."""
-    out = cells.assign(diverged=cells["state"].eq("diverged"))
+    out = cells.assign(diverged=cells["state"].eq(DIVERGED))
     for column, wanted, flag in (
         ("optimizer", optimizers, "--optimizer"),
         ("variant", variants, "--variant"),
@@ -62,9 +62,11 @@ def load_results(
     """Every trial of `study` (one row per grid cell x seed); accuracies are fractions.
 
     `storage` is a database URL; None means $ROBUSTBENCH_STORAGE, else the default SQLite file.
+    Reading never creates a database: a SQLite file that does not exist is a UserError.
     """
     from robustbench_opt.storage import Store, resolve_url
 
-    store = Store(resolve_url(storage))
-    require_study(store, study)
-    return results_frame(store.cells_frame(study), optimizers, variants, states)
+    with Store(resolve_url(storage), create=False) as store:
+        require_study(store, study)
+        cells = store.cells_frame(study)
+    return results_frame(cells, optimizers, variants, states)

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.special import gammaln
 
 from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.states import DIVERGED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
 GRID = ["optimizer", "variant", "lr", "weight_decay"]
 ENTRY = ["optimizer", "variant"]
@@ -36,7 +37,6 @@ METRIC_LABELS: dict[str, str] = {
     "best": "best epoch chosen on test (optimistic)",
     "val": "test accuracy at the epoch chosen on validation",
 }
-MEASURED_STATES = ("done", "diverged")
 NEAR_BEST = 0.01  # "near the best": within 1 accuracy point of the best cell
 DIVERGED_NOTE = (
     "diverged cells count at their measured accuracy, or at chance when none was measured, "
@@ -132,25 +132,32 @@ def chance_accuracy(spec: Mapping[str, Any]) -> float:
     return 1.0 / DATASET_CLASSES.get(str(spec.get("dataset")), DEFAULT_CLASSES)
 
 
+def counted_values(cells: pd.DataFrame, metric: str, chance: float) -> pd.Series:
+    """Each trial's accuracy as the divergence policy counts it (module docstring): measured
+    when finished with a value, `chance` when diverged without one, NaN when missing."""
+    column = metric_column(metric)
+    measured = cells["state"].isin(FINISHED) & cells[column].notna()
+    at_chance = cells["state"].eq(DIVERGED) & cells[column].isna()
+    return cells[column].where(measured, np.where(at_chance, chance, np.nan)).astype(float)
+
+
 def cell_means(cells: pd.DataFrame, metric: str = "final", *, chance: float) -> pd.DataFrame:
     """One row per grid cell: seed-mean accuracy `acc` under the divergence policy, `seeds`
     counted, `seed_std` (ddof=1), `diverged` (any seed diverged), `at_chance` (any seed counted
     at chance) and trial counts per state. `acc` is NaN when no seed of the cell has a result
     (pending, running or failed only)."""
-    column = metric_column(metric)
-    diverged = cells["state"].eq("diverged")
-    measured = cells["state"].isin(MEASURED_STATES) & cells[column].notna()
-    at_chance = diverged & cells[column].isna()
-    value = cells[column].where(measured, np.where(at_chance, chance, np.nan))
+    value = counted_values(cells, metric, chance)
+    diverged = cells["state"].eq(DIVERGED)
+    at_chance = diverged & cells[metric_column(metric)].isna()
     work = pd.DataFrame(
         {
             **{key: cells[key] for key in GRID},
-            "value": value.astype(float),
+            "value": value,
             "is_diverged": diverged,
             "is_at_chance": at_chance,
-            "is_failed": cells["state"].eq("failed"),
-            "is_running": cells["state"].eq("running"),
-            "is_pending": cells["state"].eq("pending"),
+            "is_failed": cells["state"].eq(FAILED),
+            "is_running": cells["state"].eq(RUNNING),
+            "is_pending": cells["state"].eq(PENDING),
         }
     )
     grouped = work.groupby(GRID, sort=False, dropna=False)  # entries in the study's order
@@ -418,10 +425,10 @@ def require_measured(cells: pd.DataFrame, study: str, metric: str) -> None:
     column = metric_column(metric)
     if cells.empty:
         raise UserError(f"study {study!r} has no cells yet; run it or import results first")
-    counted = cells["state"].eq("diverged") | (cells["state"].eq("done") & cells[column].notna())
+    counted = cells["state"].eq(DIVERGED) | (cells["state"].eq(DONE) & cells[column].notna())
     if counted.any():
         return
-    if metric == "val" and cells["state"].isin(MEASURED_STATES).any():
+    if metric == "val" and cells["state"].isin(FINISHED).any():
         raise UserError(
             f"study {study!r} has no validation results; use metric final or best, "
             "or run it with a validation split (val_fraction > 0)"

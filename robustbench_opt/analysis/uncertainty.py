@@ -32,9 +32,9 @@ from robustbench_opt.analysis.scores import (
     ENTRY,
     MEASURES,
     cell_means,
+    counted_values,
     entry_grids,
     grid_measures,
-    metric_column,
     pooled_measures,
 )
 from robustbench_opt.errors import UserError, unknown
@@ -120,11 +120,7 @@ def _seed_values(
     cells: pd.DataFrame, metric: str, chance: float
 ) -> dict[tuple[str, str, float, float], np.ndarray]:
     """Each grid cell's per-seed accuracies under the divergence policy."""
-    column = metric_column(metric)
-    counted = cells[cells["state"].isin(("done", "diverged"))]
-    value = counted[column].where(counted[column].notna(), np.where(
-        counted["state"].eq("diverged"), chance, np.nan))  # fmt: skip
-    counted = counted.assign(value=value.astype(float)).dropna(subset=["value"])
+    counted = cells.assign(value=counted_values(cells, metric, chance)).dropna(subset=["value"])
     return {
         (o, v, float(lr), float(wd)): group["value"].to_numpy(float)
         for (o, v, lr, wd), group in counted.groupby([*ENTRY, "lr", "weight_decay"], sort=False)

@@ -21,7 +21,7 @@ from robustbench_opt.analysis.compare import (
 )
 from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
 from robustbench_opt.analysis.importing import UNITS, read_results_csv
-from robustbench_opt.analysis.results import STATES, require_study, results_frame
+from robustbench_opt.analysis.results import require_study, results_frame
 from robustbench_opt.analysis.scores import (
     MEASURES,
     METRICS,
@@ -50,6 +50,7 @@ from robustbench_opt.analysis.verdict import DEFAULT_MEASURE, verdict_lines
 from robustbench_opt.cli.argtypes import number, positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import UserError
+from robustbench_opt.states import STATES
 
 FORMATS = ("table", "csv", "json")
 
@@ -122,6 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, help="name of the new study")
     p.add_argument("--acc-unit", choices=UNITS, default="auto",
                    help="auto: percent when any accuracy exceeds 1, else fractions")  # fmt: skip
+    p.add_argument("--classes", type=positive_int, default=10, metavar="N",
+                   help="classes of the data set the results were measured on; sets chance "
+                   "accuracy for diverged cells (default: 10)")  # fmt: skip
     _storage(p)
     p.set_defaults(func=cmd_import)
 
@@ -444,19 +448,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"study {args.study!r} already exists in {store.display_url}; "
             "import under another --study name"
         )
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    err = Console(stderr=True)
-    columns = ("importing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("import", total=len(rows))
-        store.import_cells(
-            args.study,
-            rows,
-            source_note=f"imported from {Path(args.file).name}",
-            on_row=lambda n: progress.update(task, completed=n),
-        )
+    store.import_cells(
+        args.study, rows, f"imported from {Path(args.file).name}", num_classes=args.classes
+    )
     diverged = sum(r["diverged"] for r in rows)
     print(
         f"imported {len(rows)} trials ({diverged} diverged) into study {args.study!r}; "

@@ -15,8 +15,8 @@ from robustbench_opt.cli.results import print_scores, score_study
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
 from robustbench_opt.spec import load_study
+from robustbench_opt.states import FAILED, FINISHED, STATES
 from robustbench_opt.storage import Store, resolve_url
-from robustbench_opt.storage.tables import FINISHED, STATES
 
 STORAGE_HELP = "database URL (default: $ROBUSTBENCH_STORAGE, else sqlite:///storage/robustbench.db)"
 
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print("no finished cells yet")
     _print_where(study, url)
-    failed = frame[frame["state"] == "failed"]
+    failed = frame[frame["state"] == FAILED]
     for row in failed.itertuples():
         print(
             f"failed: cell {row.cell_id} ({row.optimizer}, {row.variant}, lr={row.lr:g}, "

@@ -14,6 +14,7 @@ from robustbench_opt.analysis.scores import compute_scores
 from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, bootstrap, intervals
 from robustbench_opt.analysis.verdict import verdict_lines
 from robustbench_opt.report.figures import study_figures
+from robustbench_opt.states import STATES
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -50,9 +51,7 @@ def _over(ci: pd.DataFrame) -> str:
 
 def _progress(cells: pd.DataFrame) -> str:
     counts = cells["state"].value_counts()
-    parts = [
-        f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")
-    ]
+    parts = [f"{counts.get(s, 0)} {s}" for s in STATES]
     return f"{len(cells)} trials: " + ", ".join(parts)
 
 

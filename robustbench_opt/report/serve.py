@@ -18,6 +18,7 @@ from robustbench_opt.analysis.results import require_study
 from robustbench_opt.analysis.scores import METRICS, chance_accuracy, require_measured
 from robustbench_opt.errors import UserError
 from robustbench_opt.report.html import render_report
+from robustbench_opt.states import PENDING, RUNNING
 
 INDEX_REFRESH_S = 10  # the study list reloads this often while some study is unfinished
 REPORT_REFRESH_S = 30  # a report of a study with unfinished cells reloads this often
@@ -75,7 +76,7 @@ def report_page(store, study: str, metric: str) -> str:
     require_study(store, study)
     cells = store.cells_frame(study)
     require_measured(cells, study, metric)
-    unfinished = cells["state"].isin(("running", "pending")).any()
+    unfinished = cells["state"].isin((RUNNING, PENDING)).any()
     return render_report(
         study,
         cells,

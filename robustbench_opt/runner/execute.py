@@ -29,8 +29,8 @@ from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
 from robustbench_opt.spec import StudySpec
+from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
-from robustbench_opt.storage.tables import DIVERGED, DONE, FAILED
 
 TrialFn = Callable[[TrialConfig, Callable[[EpochRecord], None]], TrialResult]
 Resources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]

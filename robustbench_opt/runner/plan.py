@@ -10,8 +10,8 @@ from typing import Any
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.errors import UserError
 from robustbench_opt.spec import StudySpec, diff_specs, identity
+from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store, spec_hash
-from robustbench_opt.storage.tables import FINISHED
 
 # Seconds per epoch on one CPU core when nothing is measured yet (rough; for --dry-run only).
 ASSUMED_EPOCH_SECONDS = {"digits": 1.0, "cifar10": 120.0, "cifar100": 120.0}

@@ -2,7 +2,9 @@
 
 Optuna's tables hold the trials users look at (optuna-dashboard); these hold what Optuna cannot
 guarantee: one row per grid cell with a unique key, the cell's state and claim, flat result
-columns for bulk reads, per-epoch metrics, and the runs that claim cells.
+columns for bulk reads, per-epoch metrics, and the runs that claim cells. The `rbo_results`
+view is the stable face of the cell table for users who query with SQL (README: "Querying the
+database"). Cell states: `robustbench_opt.states`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
-
-# Cell states. "running" = claimed by a run (queued or training); "failed" = crashed, retried later.
-PENDING, RUNNING, DONE, DIVERGED, FAILED = "pending", "running", "done", "diverged", "failed"
-STATES: tuple[str, ...] = (DONE, DIVERGED, FAILED, RUNNING, PENDING)
-FINISHED: tuple[str, ...] = (DONE, DIVERGED)
 
 study = sa.Table(
     "rbo_study",
@@ -39,7 +36,7 @@ cell = sa.Table(
     sa.Column("weight_decay", sa.Float, nullable=False),
     sa.Column("seed", sa.Integer, nullable=False),
     sa.Column("config_json", sa.Text, nullable=False),  # TrialConfig.to_dict(); "{}" if imported
-    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # robustbench_opt.states
     sa.Column("claim_run", sa.String(64)),
     sa.Column("optuna_trial_id", sa.Integer),
     sa.Column("final_test_acc", sa.Float),
@@ -81,3 +78,11 @@ run = sa.Table(
     sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ended", sa.DateTime(timezone=True)),
 )
+
+RESULTS_VIEW = "rbo_results"
+RESULTS_VIEW_COLUMNS: tuple[str, ...] = (
+    "study", "optimizer", "variant", "lr", "weight_decay", "seed", "state", "final_test_acc",
+    "best_test_acc", "best_epoch", "test_acc_at_best_val", "epochs_run", "seconds", "error",
+    "cell_id",
+)  # fmt: skip
+RESULTS_VIEW_SELECT = f"SELECT {', '.join(RESULTS_VIEW_COLUMNS)} FROM rbo_cell"

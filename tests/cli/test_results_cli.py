@@ -47,10 +47,11 @@ def dump(url: str) -> list[str]:
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Runs the CLI in-process; argparse's SystemExit becomes an exit code."""
     try:
         code = main(list(argv))
-    except SystemExit as stop:  # argparse's own one-line errors
-        code = stop.code
+    except SystemExit as exit_:
+        code = int(exit_.code)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -179,6 +180,28 @@ def test_load_results_gives_the_same_frame_for_notebooks(db):
     assert len(frame) == 25 and frame["final_test_acc"].mean() == pytest.approx(0.970316)
 
 
+def test_load_results_never_creates_a_database(tmp_path):
+    from robustbench_opt.analysis import load_results
+    from robustbench_opt.errors import UserError
+
+    path = tmp_path / "absent.db"
+    with pytest.raises(UserError, match=f"no results database at {re.escape(str(path))}; run a "
+                       "study first, or set the storage URL") as info:  # fmt: skip
+        load_results("paper_table3", storage=f"sqlite:///{path}")
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_records_the_classes_of_the_data_set(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    table3 = str(paper_table_path("paper_table3"))
+    for extra in (["--study", "c100", "--classes", "100"], ["--study", "c10"]):
+        assert run(capsys, "import", table3, *extra, "--storage", url)[0] == 0
+    store = Store(url, create=False)
+    assert store.study_record("c100").spec["num_classes"] == 100
+    assert store.study_record("c10").spec["num_classes"] == 10
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -200,6 +223,8 @@ def test_load_results_gives_the_same_frame_for_notebooks(db):
         (["import", "MISSING.csv", "--study", "x"], "no such file"),
         (["import", str(paper_table_path("paper_table1")), "--study", "paper_table3"],
          "study 'paper_table3' already exists"),
+        (["import", str(paper_table_path("paper_table1")), "--study", "new", "--classes", "0"],
+         "--classes: must be >= 1, got '0'"),
     ],
 )  # fmt: skip
 def test_errors_are_one_line_and_change_nothing(db, capsys, argv, message):

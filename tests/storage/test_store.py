@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,6 +21,8 @@ from optuna.trial import TrialState
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.storage import SpecChanged, Store, resolve_url
+from robustbench_opt.storage.optuna_trials import CellKey, study_distributions
+from robustbench_opt.storage.tables import RESULTS_VIEW_COLUMNS
 
 STUDY = "s1"
 SPEC = {"name": STUDY, "lrs": [0.1, 0.01], "weight_decays": [0.0, 1e-4]}
@@ -167,6 +173,29 @@ def test_processes_opening_a_new_database_at_once_all_succeed(storage_url: str) 
     assert [p.returncode for p in procs] == [0] * 4, errors
 
 
+def test_closed_stores_hold_no_connections(storage_url: str) -> None:
+    """A process that opens Store after Store (a poll loop, a notebook calling load_results)
+    must not run PostgreSQL out of connections (its default limit is 100)."""
+    if not storage_url.startswith("postgresql"):
+        pytest.skip("connections are counted on the PostgreSQL server")
+    with Store(storage_url) as observer:
+
+        def connections() -> int:  # a new transaction each time: a fresh statistics snapshot
+            with observer.optuna_storage.engine.connect() as conn:
+                query = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                return conn.execute(sa.text(query)).scalar_one()
+
+        before = connections()
+        gc.disable()  # a dropped Store's pool lives until a cyclic collection: none here
+        try:
+            for _ in range(10):
+                with Store(storage_url, create=False) as store:
+                    store.list_studies()
+            assert connections() == before
+        finally:
+            gc.enable()
+
+
 def test_result_epochs_and_optuna_trial(store: Store) -> None:
     cells = {c.cell_id(STUDY): c for c in make_cells()}
     cell_id = next(iter(cells))
@@ -268,13 +297,13 @@ def test_stale_claim_of_a_dead_process_is_recovered(store: Store) -> None:
     # ids[1] finished in Optuna but the process died before writing our row: adopted.
     row = store.cells_frame(STUDY).set_index("cell_id").loc[ids[1]]
     result = make_result(cells[1], [0.6])
-    tid = store._cell(STUDY, ids[1]).optuna_trial_id
+    [tid] = [t._trial_id for t in optuna_trials(store) if t.user_attrs["cell_id"] == ids[1]]
     store.optuna_storage.set_trial_user_attr(tid, "record", result.to_dict())
     store.optuna_storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.6])
     assert row["state"] == "running"
     alive = store.start_run(STUDY)
     assert store.stale_runs(STUDY) == []  # heartbeats fresh, pids alive
-    with store._engine.begin() as conn:
+    with store.optuna_storage.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE rbo_run SET pid = :pid WHERE run_id = :r"),
             {"pid": dead_pid(), "r": dead},
@@ -329,61 +358,158 @@ def test_import_writes_complete_trials(store: Store) -> None:
         store.import_cells(STUDY, IMPORT_ROWS, "clash")
 
 
-def test_import_reports_progress_per_written_trial(store: Store) -> None:
-    written: list[int] = []
-    store.import_cells("paper", IMPORT_ROWS, "paper Table 2", on_row=written.append)
-    assert written == list(range(1, len(IMPORT_ROWS) + 1))
+def test_bulk_import_reads_back_as_optuna_writes_it(store: Store) -> None:
+    """The bulk path writes Optuna's tables directly; `optuna.load_study` must read exactly the
+    trials Optuna's own API writes for the same rows (so optuna-dashboard shows them)."""
+    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "seed": 3, "final_test_acc":
+            None, "diverged": True, "best_test_acc": 0.5, "epochs": 7}]  # fmt: skip
+    store.import_cells("bulk", rows, "paper Table 2")
+    reference = optuna.create_study(
+        study_name="reference", storage=store.optuna_storage, direction="maximize"
+    )
+    keys = [CellKey(r["optimizer"], r["variant"], r["lr"], r["weight_decay"], r["seed"])
+            for r in rows]  # fmt: skip
+    dists = study_distributions(keys)
+    for key, trial in zip(keys, optuna_trials(store, "bulk"), strict=True):
+        reference.add_trial(
+            optuna.trial.create_trial(
+                params=key.params(),
+                distributions=dists,
+                value=trial.value,
+                user_attrs=trial.user_attrs,
+            )
+        )
+    bulk = optuna.load_study(study_name="bulk", storage=store.optuna_storage)
+    assert bulk.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert bulk.user_attrs == {"source": "import", "note": "paper Table 2"}
+    fields = ("number", "state", "value", "params", "distributions", "user_attrs",
+              "system_attrs", "intermediate_values")  # fmt: skip
+    got = [[getattr(t, f) for f in fields] for t in bulk.trials]
+    want = [[getattr(t, f) for f in fields] for t in reference.trials]
+    assert got == want
+    assert [t.value for t in bulk.trials] == [0.9, 0.95, 0.93, 0.0]  # no accuracy scores 0
+    assert bulk.trials[3].user_attrs["diverged"] is True
+    assert bulk.trials[3].user_attrs["record"]["row"]["epochs"] == 7
+    assert bulk.best_trial.number == 1
+    assert all(t.datetime_complete >= t.datetime_start for t in bulk.trials)
+    cells = store.cells_frame("bulk").set_index("cell_id")
+    assert [t.user_attrs["cell_id"] for t in bulk.trials] == list(cells.index)
+    assert cells["state"].tolist() == ["done", "done", "done", "diverged"]
+    summaries = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(
+        store.optuna_storage)}  # fmt: skip
+    assert summaries["bulk"] == 4
 
 
-def test_import_keeps_a_diverged_cell_without_accuracy(store: Store) -> None:
-    """A paper's "diverged" entry has no accuracy: stored as diverged with none, not refused."""
-    rows = [*IMPORT_ROWS, {**IMPORT_ROWS[0], "optimizer": "radam", "final_test_acc": None,
-                           "diverged": True}]  # fmt: skip
-    store.import_cells("paper", rows, "paper Table 2")
-    frame = store.cells_frame("paper")
-    assert frame["state"].iloc[3] == "diverged" and math.isnan(frame["final_test_acc"].iloc[3])
-    assert optuna_trials(store, "paper")[3].user_attrs["diverged"] is True
-    with pytest.raises(UserError, match="import row 0"):
-        store.import_cells("other", [{**IMPORT_ROWS[0], "final_test_acc": None}], "no acc")
-    assert not store.has_study("other")
+def test_import_stores_the_number_of_classes(store: Store) -> None:
+    store.import_cells("c100", IMPORT_ROWS, "note", num_classes=100)
+    store.import_cells("c10", IMPORT_ROWS, "note")
+    assert store.study_record("c100").spec == {"import": "note", "num_classes": 100}
+    assert store.study_record("c10").spec["num_classes"] == 10
+    with pytest.raises(UserError, match="num_classes=0 is not a whole number >= 1"):
+        store.import_cells("c0", IMPORT_ROWS, "note", num_classes=0)
+    assert not store.has_study("c0")
 
 
-def test_import_is_all_or_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = store.optuna_storage.create_new_trial
-    calls = []
-
-    def flaky(study_id: int, template_trial: optuna.trial.FrozenTrial) -> int:
-        calls.append(1)
-        if len(calls) == 3:
-            raise sa.exc.OperationalError("insert", {}, Exception("disk full"))
-        return real(study_id, template_trial=template_trial)
-
-    monkeypatch.setattr(store.optuna_storage, "create_new_trial", flaky)
-    with pytest.raises(sa.exc.OperationalError):
-        store.import_cells("paper", IMPORT_ROWS, "note")
+def test_import_is_all_or_nothing(store: Store) -> None:
+    """Rows that repeat a cell fail on the cell table's unique key, written last: the Optuna
+    study and trials written before it in the same transaction are gone too."""
+    with pytest.raises(UserError, match="nothing was written"):
+        store.import_cells("paper", [*IMPORT_ROWS, IMPORT_ROWS[0]], "note")
     assert not store.has_study("paper")
     names = [s.study_name for s in store.optuna_storage.get_all_studies()]
     assert names == [STUDY]
     assert store.cells_frame("paper").empty
+    with store.optuna_storage.engine.connect() as conn:
+        n_trials = conn.execute(sa.text("SELECT COUNT(*) FROM trials")).scalar_one()
+    assert n_trials == 0
+    store.import_cells("paper", IMPORT_ROWS, "note")  # the name is free again
+    assert len(optuna_trials(store, "paper")) == 3
 
 
-@pytest.mark.parametrize(
-    ("row", "message"),
-    [
-        ({"final_test_acc": 95.1}, "divide percentages by 100"),
-        ({"lr": "fast"}, "could not convert"),
-        ({"colour": "red"}, "unknown key"),
-    ],
-)
-def test_bad_import_rows_write_nothing(store: Store, row: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        store.import_cells("paper", [IMPORT_ROWS[0], {**IMPORT_ROWS[1], **row}], "note")
+def test_import_refuses_an_empty_table(store: Store) -> None:
+    with pytest.raises(UserError, match="no rows"):
+        store.import_cells("paper", [], "note")
     assert [s.name for s in store.list_studies()] == [STUDY]
 
 
-def test_duplicate_import_rows_are_refused(store: Store) -> None:
-    with pytest.raises(UserError, match="repeats row 0"):
-        store.import_cells("paper", [IMPORT_ROWS[0], IMPORT_ROWS[0]], "note")
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_section() -> str:
+    """The README's "Querying the database" section."""
+    return README.read_text().split("## Querying the database", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_sql() -> str:
+    """The section's block of example queries."""
+    [block] = re.findall(r"```sql\n(.*?)```", readme_section(), re.S)
+    return block
+
+
+def quickstart(store: Store) -> list[str]:
+    """Study "quickstart" (the README's examples): 4 cells done, 1 diverged, 1 failed, 2 pending."""
+    cells = make_cells()
+    store.register_study("quickstart", SPEC, cells)
+    ids = [c.cell_id("quickstart") for c in cells]
+    run = store.start_run("quickstart")
+    store.claim("quickstart", run, ids[:6])
+    for i, config in enumerate(cells[:5]):
+        store.record_start("quickstart", ids[i])
+        status = "diverged" if i == 4 else "completed"
+        store.record_result("quickstart", ids[i], make_result(config, [0.5 + 0.05 * i], status))
+    store.record_start("quickstart", ids[5])
+    store.record_failure("quickstart", ids[5], "ValueError: boom")
+    return ids
+
+
+def test_results_view_has_one_row_per_cell(store: Store) -> None:
+    quickstart(store)
+    with store.optuna_storage.engine.connect() as conn:
+        result = conn.execute(sa.text("SELECT * FROM rbo_results ORDER BY study, cell_id"))
+        columns, rows = list(result.keys()), result.all()
+    assert tuple(columns) == RESULTS_VIEW_COLUMNS
+    expected = []
+    for study in sorted(["quickstart", STUDY]):
+        frame = store.cells_frame(study).sort_values("cell_id").assign(study=study)
+        expected += list(frame[list(RESULTS_VIEW_COLUMNS)].itertuples(index=False))
+
+    def plain(row: tuple) -> tuple:
+        return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row)
+
+    assert [plain(tuple(r)) for r in rows] == [plain(tuple(r)) for r in expected]
+    assert [r.state for r in rows if r.study == "quickstart"].count("done") == 4
+
+
+def test_readme_queries_run_and_answer(store: Store) -> None:
+    quickstart(store)
+    queries = [q.strip() for q in readme_sql().split(";") if q.strip()]
+    with store.optuna_storage.engine.connect() as conn:
+        states, means, best, failed = [conn.execute(sa.text(q)).all() for q in queries]
+    assert [tuple(r) for r in states] == [("diverged", 1), ("done", 4), ("failed", 1),
+                                          ("pending", 2)]  # fmt: skip
+    assert [(r[0], r[1], float(r[2])) for r in means] == [("sgd", 1, 70.0), ("adam", 4, 57.5)]
+    assert [r.acc for r in best] == pytest.approx([0.7, 0.65, 0.6, 0.55, 0.5], abs=1e-12)
+    assert [(r.optimizer, r.error) for r in failed] == [("sgd", "ValueError: boom")]
+
+
+def test_readme_queries_run_in_sqlite3_and_psql(store: Store, storage_url: str) -> None:
+    """The example block and the section's one-line queries, through the command-line clients."""
+    quickstart(store)
+    if storage_url.startswith("sqlite"):
+        client = ["sqlite3", "-bail", "-header", "-column", storage_url.removeprefix("sqlite:///")]
+        command = client
+    else:
+        client = ["psql", "-X", "-v", "ON_ERROR_STOP=1", storage_url.replace("+psycopg", "")]
+        command = [*client, "-c"]
+    if shutil.which(client[0]) is None:
+        pytest.skip(f"{client[0]} is not installed")
+    block = subprocess.run(client, input=readme_sql(), capture_output=True, text=True, timeout=60)
+    assert block.returncode == 0 and not block.stderr, block.stderr
+    assert "ValueError: boom" in block.stdout
+    one_liners = re.findall(rf'{client[0]} .*"(SELECT [^"]+)"', readme_section())
+    assert len(one_liners) == 1
+    line = subprocess.run([*command, one_liners[0]], capture_output=True, text=True, timeout=60)
+    assert line.returncode == 0 and "cell_id" in line.stdout, line.stderr
 
 
 @pytest.mark.parametrize(
