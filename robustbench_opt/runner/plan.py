@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from robustbench_opt.storage import Store, spec_hash
 from robustbench_opt.storage.tables import FINISHED
 
 MAX_DIFF_LINES = 8  # changes named in a refusal
-CALIBRATION_STEPS = 3  # timed training steps (after one warm-up) when nothing is measured yet
+CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
+CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
+MAX_CALIBRATION_STEPS = 50
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 
 # (config, steps) -> seconds per training image, timed on this machine; tests inject their own
@@ -55,7 +58,8 @@ class Cost:
 def estimate_cost(plan: Plan, timer: StepTimer | None = None) -> Cost:
     """From this study's recorded epochs when it has any; else from a short calibration: a few
     training steps of the first cell to run, timed on this machine, scaled to every cell's
-    images, passes (two for SAM) and evaluation."""
+    images, passes (two for SAM) and evaluation. Per-batch overheads of a real trial (data
+    augmentation, progress reports) are not in it, so it errs low for tiny models."""
     if not plan.to_run:
         return Cost(0.0, "nothing to run")
     if plan.measured_epoch_seconds is not None:
@@ -70,8 +74,8 @@ def estimate_cost(plan: Plan, timer: StepTimer | None = None) -> Cost:
     seconds = sum(cell_seconds(c, image_seconds) for c in plan.to_run)
     return Cost(
         seconds,
-        f"{plan.epochs_to_run} epochs; calibrated by timing {CALIBRATION_STEPS} training steps "
-        f"of {first.model} on this machine ({image_seconds * 1e3:.2g} ms per image)",
+        f"{plan.epochs_to_run} epochs; calibrated by timing training steps of {first.model} "
+        f"on one thread of this machine: {image_seconds * 1e3:.2g} ms per image",
     )
 
 
@@ -92,8 +96,9 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
 
 
 def time_training_images(config: TrialConfig, steps: int) -> float:
-    """Seconds per trained image on this machine: `steps` timed training steps (after one
-    warm-up) of the config's model and optimizer on random images of its data set's shape."""
+    """Seconds per trained image on this machine: the median of at least `steps` timed training
+    steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of the config's model and
+    optimizer on random images of its data set's shape, on one CPU thread as a 1-CPU trial."""
     import torch
 
     from robustbench_opt.models import build_model
@@ -116,19 +121,24 @@ def time_training_images(config: TrialConfig, steps: int) -> float:
     x = torch.randn(batch, shape.channels, shape.image_size, shape.image_size, device=device)
     y = torch.randint(0, shape.num_classes, (batch,), device=device)
 
-    def loss() -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(model(x), y)
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer_step(model, built, lambda: torch.nn.functional.cross_entropy(model(x), y))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
 
-    optimizer_step(model, built, loss)  # warm-up: allocations, lazy state
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        optimizer_step(model, built, loss)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step()  # warm-up: allocations, lazy optimizer state
+        times = [step() for _ in range(steps)]
+        while sum(times) < CALIBRATION_SECONDS and len(times) < MAX_CALIBRATION_STEPS:
+            times.append(step())
+    finally:
+        torch.set_num_threads(threads)
     passes = 2 if built.info.two_pass else 1
-    return (time.perf_counter() - start) / (steps * batch * passes)
+    return statistics.median(times) / (batch * passes)
 
 
 def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:

@@ -52,7 +52,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     )
     assert code == 0
     assert "6 total, 0 done, 0 diverged, 0 failed, 0 running elsewhere; 6 to run" in out
-    assert "cost: about " in out and "before parallelism (12 epochs; calibrated by timing 3" in out
+    assert "cost: about " in out and "before parallelism (12 epochs; calibrated by timing" in out
     assert not (tmp_path / "r.db").exists()
 
 
