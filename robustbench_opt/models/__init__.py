@@ -23,7 +23,7 @@ class ModelInfo:
 
     builder: Callable[[int, int, int], nn.Module]  # (num_classes, in_channels, image_size)
     reference: str
-    serves: str  # the seed experiment (see SEEDS.md) that uses this network
+    serves: str  # the seed experiment (README, "Seed experiments") that uses this network
 
 
 MODELS: dict[str, ModelInfo] = {
