@@ -4,8 +4,8 @@ Names resolve in this order: our registry (names and aliases), a user's class gi
 `package.module:Class`, then pytorch-optimizer's zoo by its lowercase name. Our names win on
 conflicts; the library's version of a shadowed name stays reachable as `pytorch_optimizer:Class`.
 
-Momentum convention (the paper, seed 003 in the README, asks to say which): `momentum` and `nag` use the frameworks' form,
-torch.optim.SGD with dampening 0:
+Momentum convention (the paper, seed 003 in the README, asks to say which): `momentum` and
+`nag` use the frameworks' form, torch.optim.SGD with dampening 0:
 
     d <- mu d + g              (d_0 = 0)
     theta <- theta - lr d                       (momentum, heavy ball)
