@@ -153,7 +153,7 @@ def preflight(spec: StudySpec) -> None:
     for ref, host in pending.items():
         try:
             problem = ray.get(ref, timeout=PREFLIGHT_TIMEOUT_S)
-        except Exception as err:  # the task could not run there (import error, lost node)
+        except ray.exceptions.RayError as err:  # it could not run there (import error, lost node)
             lines = [line for line in str(err).splitlines() if line.strip()]
             problem = (
                 f"the package robustbench_opt (or its dependencies) does not run there: "
