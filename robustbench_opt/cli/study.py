@@ -213,7 +213,8 @@ def _print_where(study: str, url: str) -> None:
         exe = _shown(str(dashboard)) if dashboard.exists() else "optuna-dashboard"
         print(f"  {exe} {shlex.quote(url)}")
     else:
-        print(f"  optuna-dashboard: pip install -e '.[dashboard]', then optuna-dashboard {url}")
+        pip = _shown(str(Path(sys.executable).with_name("pip")))
+        print(f"  optuna-dashboard: {pip} install -e '.[dashboard]', then optuna-dashboard {url}")
 
 
 def command_prefix(argv0: str | None = None) -> str:
