@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from robustbench_opt.config import TrialConfig
+from robustbench_opt.config import TrialConfig, check_recipe
 from robustbench_opt.data import DataSplits, load_splits
 from robustbench_opt.data.device import device_batches
 from robustbench_opt.data.loader import MAX_WORKERS
@@ -44,7 +44,6 @@ from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
 from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
 from robustbench_opt.train import (
-    check_recipe,
     describe_device,
     package_versions,
     pick_device,
@@ -273,7 +272,9 @@ def bench(config: TrialConfig, epochs: int = 3, warmup: int = 1) -> list[BenchRe
     of load from elsewhere hits both alike. `speedup` is relative to the plain path."""
     check_recipe(config.recipe)
     if warmup < 1:
-        raise UserError(f"warmup must be at least 1 epoch, got {warmup}; use --warmup 1 or more")
+        raise UserError(
+            f"warmup must be at least 1 epoch, got {warmup}; set warmup to 1 or more", ("warmup",)
+        )
     device = pick_device(config.device)
     splits = load_splits(config.dataset, config.data_dir, config.download, config.val_fraction)
     _prime(config, splits, device)

@@ -4,6 +4,16 @@ A `TrialConfig` is everything one grid cell needs to train, fully resolved: noth
 looks anything up elsewhere. It is plain data (no torch), serialises to JSON, and its
 `cell_id` (a stable hash of the config plus the study name) is the cell's identity in the
 results database. A `TrialResult` is what a trial really ran and measured.
+
+Identity is what is measured. A cell's identity (`TrialConfig.cell_id`) and a study's
+(`spec.identity`) leave out where a trial runs (`NOT_IDENTITY`: device, data location) and the
+speed switches (`SPEED_SWITCHES`: data path, memory format, torch.compile), which change how fast
+a trial trains but not what it computes beyond float rounding, so toggling them resumes the same
+cells. bf16 autocast (`amp_bf16`) IS identity: it runs the forward pass in an 8-bit-mantissa
+format, a different computation whose accuracy can differ, not just a faster one.
+
+`RECIPE_RULES` is the one table of what each recipe value must be; study files (`spec`), the
+trainer (`check_recipe`) and the CLI's argument types all check against it.
 """
 
 from __future__ import annotations
@@ -11,13 +21,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
+
+from robustbench_opt.errors import UserError, unknown
 
 Schedule = Literal["constant", "step", "cosine", "plateau"]
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "plateau")
 AUGMENTATIONS: tuple[str, ...] = ("crop", "crop_flip", "brightness", "trivialaugment")
+# Which parameters weight decay acts on: every one, or (nanoGPT's groups) only tensors with
+# ndim >= 2, so BatchNorm/LayerNorm weights and every bias are not decayed.
+WeightDecayParams = Literal["all", "no_norm_bias"]
+WEIGHT_DECAY_PARAMS: tuple[str, ...] = ("all", "no_norm_bias")
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
+SPEED_SWITCHES: tuple[str, ...] = ("data_on_device", "channels_last", "compile")  # Recipe keys
+# Recipe fields added after cells were first stored: they enter an identity only when set away
+# from their default, so the cells stored before they existed keep their identity.
+LATER_FIELDS: Mapping[str, Any] = MappingProxyType({"weight_decay_params": "all"})
 
 
 @dataclass(frozen=True)
@@ -43,8 +65,9 @@ class Recipe:
     # Speed options (issue 5); recorded with the trial.
     data_on_device: bool | None = None  # None = auto: keep data on the device when it fits
     channels_last: bool | None = None  # NHWC memory format; None = auto: on for CUDA
-    amp_bf16: bool = False  # bf16 autocast (CUDA only)
+    amp_bf16: bool = False  # bf16 autocast (CUDA only); part of the identity (other numerics)
     compile: bool = False  # torch.compile the model
+    weight_decay_params: WeightDecayParams = "all"  # all | no_norm_bias (only ndim >= 2 decay)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -56,6 +79,76 @@ class Recipe:
             if key in data and data[key] is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def recipe_identity(data: Mapping[str, Any], overrides: bool = False) -> dict[str, Any]:
+    """The part of a `Recipe.to_dict()` (or of a variant's overrides) that is identity.
+
+    Speed switches are reset to their defaults in a full recipe (so cells stored before this
+    rule keep their identity) and dropped from overrides; `LATER_FIELDS` at their default go.
+    """
+    out = {k: v for k, v in data.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    defaults = Recipe().to_dict()
+    for key in SPEED_SWITCHES:
+        if overrides:
+            out.pop(key, None)
+        else:
+            out[key] = defaults[key]
+    return out
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one Recipe field's value must be (None, for optional fields, always passes)."""
+
+    expected: str  # "an integer >= 1"; for choices, the noun ("augmentation")
+    ok: Callable[[Any], bool] = lambda value: True
+    choices: tuple[str, ...] = ()  # the value, or each item of a tuple value, is one of these
+    each: bool = False  # the rule applies to every item of a tuple value
+
+    def violation(self, value: Any) -> tuple[int | None, str] | None:
+        """(index of the bad item or None, what is wrong) for a bad value, else None."""
+        if value is None:
+            return None
+        items = list(enumerate(value)) if self.each else [(None, value)]
+        for index, item in items:
+            if self.choices and item not in self.choices:
+                return index, str(unknown(self.expected, item, self.choices))
+            if not self.choices and not self.ok(item):
+                return index, f"must be {self.expected}, got {item!r}"
+        return None
+
+
+RECIPE_RULES: Mapping[str, Rule] = MappingProxyType(
+    {
+        "epochs": Rule("an integer >= 1", lambda v: v >= 1),
+        "batch_size": Rule("an integer >= 1", lambda v: v >= 1),
+        "schedule": Rule("schedule", choices=SCHEDULES),
+        "step_milestones": Rule("an epoch >= 1", lambda v: v >= 1, each=True),
+        "step_gamma": Rule("a number > 0", lambda v: v > 0),
+        "plateau_factor": Rule("a number in (0, 1)", lambda v: 0 < v < 1),
+        "plateau_patience": Rule("an integer >= 0", lambda v: v >= 0),
+        "augment": Rule("augmentation", choices=AUGMENTATIONS, each=True),
+        "crop_padding": Rule("an integer >= 0", lambda v: v >= 0),
+        "brightness": Rule("a number >= 0", lambda v: v >= 0),
+        "cutmix_prob": Rule("a probability in [0, 1]", lambda v: 0 <= v <= 1),
+        "cutmix_alpha": Rule("a number > 0", lambda v: v > 0),
+        "wd_off_fraction": Rule("a fraction in [0, 1]", lambda v: 0 <= v <= 1),
+        "early_stopping_patience": Rule("an integer >= 1", lambda v: v >= 1),
+        "divergence_factor": Rule("a number > 0", lambda v: v > 0),
+        "weight_decay_params": Rule("weight-decay parameter policy", choices=WEIGHT_DECAY_PARAMS),
+    }
+)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Raises a UserError naming the setting (`recipe.epochs`) for a value no trial can run."""
+    for name, rule in RECIPE_RULES.items():
+        bad = rule.violation(getattr(recipe, name))
+        if bad is not None:
+            index, problem = bad
+            where = f"recipe.{name}" + (f"[{index}]" if index is not None else "")
+            raise UserError(f"{where}: {problem}; fix the value")
 
 
 @dataclass(frozen=True)
@@ -98,12 +191,14 @@ class TrialConfig:
     def cell_id(self, study: str) -> str:
         """Stable identity of this cell within `study`.
 
-        Excludes what does not change what is measured: the device, and where the data lives
-        (`data_dir`, `download`), so a study resumes on another machine or data location.
+        Identity is what is measured (module docstring): the device, where the data lives
+        (`data_dir`, `download`) and the recipe's speed switches are not part of it, so a study
+        resumes on another machine, data location, data path or with torch.compile toggled.
         """
         data = self.to_dict()
         for key in NOT_IDENTITY:
             data.pop(key)
+        data["recipe"] = recipe_identity(data["recipe"])
         blob = json.dumps({"study": study, "config": data}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -136,13 +231,16 @@ class TrialResult:
     best_val_epoch: int | None
     diverged_reason: str | None
     optimizer_kwargs: dict[str, Any]  # resolved kwargs passed to the optimizer
-    weight_decay_mode: str
+    weight_decay_mode: str  # how decay is applied (l2 / decoupled / ...; see optim.registry)
     n_params: int
     device: str
     versions: dict[str, str]
     wall_seconds: float
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what the trial changed or ignored, and why
+    # Which parameters were decayed: "all" (BatchNorm and biases included) or "no_norm_bias";
+    # "all" for records stored before this field existed, which is what they ran.
+    weight_decay_params: str = "all"
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -7,7 +7,15 @@ from collections.abc import Iterable
 
 
 class UserError(Exception):
-    """Bad input from a user. The CLI prints its message on one line and exits with code 2."""
+    """Bad input from a user. The CLI prints its message on one line and exits with code 2.
+
+    Library layers name settings, never command-line flags (a notebook has none); `settings`
+    lists the settings the fix names (`"data_dir"`), so a front end can add its own flags.
+    """
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.settings = settings
 
 
 def closest(value: str, choices: Iterable[str]) -> str | None:
@@ -16,7 +24,13 @@ def closest(value: str, choices: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def unknown(what: str, value: object, choices: Iterable[str], fix: str = "") -> UserError:
+def unknown(
+    what: str,
+    value: object,
+    choices: Iterable[str],
+    fix: str = "",
+    settings: tuple[str, ...] = (),
+) -> UserError:
     """`unknown optimizer 'adma'; did you mean 'adam'? valid: adam, sgd, ...`"""
     choices = sorted(choices)
     hint = closest(str(value), choices)
@@ -26,4 +40,4 @@ def unknown(what: str, value: object, choices: Iterable[str], fix: str = "") -> 
     message += "valid: " + ", ".join(choices)
     if fix:
         message += f"; {fix}"
-    return UserError(message)
+    return UserError(message, settings)

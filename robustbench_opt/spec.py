@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import yaml
 
-from robustbench_opt.config import AUGMENTATIONS, Recipe, TrialConfig
+from robustbench_opt.config import RECIPE_RULES, Recipe, TrialConfig, recipe_identity
 from robustbench_opt.errors import UserError, unknown
 
 Key = tuple[str | int, ...]
@@ -106,7 +106,7 @@ class Resources:
     """What one trial asks the scheduler for."""
 
     cpus: float = 1.0
-    gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = robustbench_opt.packing decides
+    gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.packing decides
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,20 @@ RUN_ONLY_KEYS: tuple[str, ...] = (
 
 
 def identity(spec: dict[str, Any]) -> dict[str, Any]:
-    """The part of `StudySpec.to_dict()` that defines what a study measures."""
-    return {k: v for k, v in spec.items() if k not in RUN_ONLY_KEYS}
+    """The part of `StudySpec.to_dict()` that defines what a study measures.
+
+    Identity is what is measured (see `robustbench_opt.config`): the run-only keys and the
+    recipe's speed switches (in the recipe and in every variant) are left out.
+    """
+    out = {k: v for k, v in spec.items() if k not in RUN_ONLY_KEYS}
+    if "recipe" in out:
+        out["recipe"] = recipe_identity(out["recipe"])
+    if "variants" in out:
+        out["variants"] = {
+            name: recipe_identity(overrides, overrides=True)
+            for name, overrides in out["variants"].items()
+        }
+    return out
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -466,14 +478,10 @@ class _Validator:
         self.mapping(value, key, tuple(_RECIPE_TYPES))
         out = {name: self.typed(v, key + (name,), _RECIPE_TYPES[name]) for name, v in value.items()}
         for name, v in out.items():
-            check = _RECIPE_CHECKS.get(name)
-            if check and v is not None and not check[0](v):
-                raise self.error(key + (name,), f"expected {check[1]}, got {v!r}")
-        for i, aug in enumerate(out.get("augment", ())):
-            if aug not in AUGMENTATIONS:
-                raise self.error(
-                    key + ("augment", i), str(unknown("augmentation", aug, AUGMENTATIONS))
-                )
+            bad = RECIPE_RULES[name].violation(v) if name in RECIPE_RULES else None
+            if bad is not None:
+                index, problem = bad
+                raise self.error(key + (name,) + ((index,) if index is not None else ()), problem)
         return out
 
     def typed(self, value: Any, key: Key, hint: Any) -> Any:
@@ -606,21 +614,6 @@ def log_range(lo: float, hi: float, num: int) -> tuple[float, ...]:
 
 
 _RECIPE_TYPES: dict[str, Any] = typing.get_type_hints(Recipe)
-_RECIPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "step_milestones": (lambda v: all(m >= 1 for m in v), "epochs >= 1"),
-    "step_gamma": (lambda v: v > 0, "a number > 0"),
-    "plateau_factor": (lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "plateau_patience": (lambda v: v >= 0, "an integer >= 0"),
-    "crop_padding": (lambda v: v >= 0, "an integer >= 0"),
-    "brightness": (lambda v: v >= 0, "a number >= 0"),
-    "cutmix_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "cutmix_alpha": (lambda v: v > 0, "a number > 0"),
-    "wd_off_fraction": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
-    "early_stopping_patience": (lambda v: v >= 1, "an integer >= 1"),
-    "divergence_factor": (lambda v: v > 0, "a number > 0"),
-}
 
 
 def _kind(value: Any) -> str:

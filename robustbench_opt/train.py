@@ -27,16 +27,19 @@ a CutMixed batch's soft label).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
 import platform
 import random
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sized
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,7 +49,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from robustbench_opt import __version__
-from robustbench_opt.config import SCHEDULES, EpochRecord, Recipe, TrialConfig, TrialResult
+from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult, check_recipe
 from robustbench_opt.data import eval_batches, load_splits, train_batches, use_device_path
 from robustbench_opt.errors import UserError, unknown
 from robustbench_opt.models import build_model
@@ -55,6 +58,7 @@ from robustbench_opt.optim import (
     build_optimizer,
     get_info,
     optimizer_step,
+    param_groups,
     set_weight_decay,
 )
 
@@ -79,26 +83,28 @@ def pick_device(requested: str | None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    fix = "pass --device auto, cpu, cuda, cuda:N or mps"
+    fix = "set device to auto, cpu, cuda, cuda:N or mps"
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError):
-        raise unknown("device", requested, DEVICE_CHOICES, fix) from None
+        raise unknown("device", requested, DEVICE_CHOICES, fix, ("device",)) from None
     if device.type not in ("cpu", "cuda", "mps"):
-        raise unknown("device", requested, DEVICE_CHOICES, fix)
+        raise unknown("device", requested, DEVICE_CHOICES, fix, ("device",))
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
             raise UserError(
                 f"device {requested!r} is not available ({count} CUDA devices visible); "
-                "use --device cpu or leave --device out to pick automatically"
+                "set device to cpu, or to auto to pick automatically",
+                ("device",),
             )
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(
-            f"device {requested!r} is not available on this machine; use --device cpu "
-            "or leave --device out to pick automatically"
+            f"device {requested!r} is not available on this machine; set device to cpu, "
+            "or to auto to pick automatically",
+            ("device",),
         )
     return device
 
@@ -141,31 +147,6 @@ def should_stop_early(accuracies: list[float], patience: int | None) -> bool:
     return max(accuracies[-patience:]) <= max(accuracies[:-patience])
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Raises UserError for recipe values no trial can run with."""
-    if recipe.schedule not in SCHEDULES:
-        raise unknown("schedule", recipe.schedule, SCHEDULES, "pick one of these")
-    rules = [
-        ("epochs", ">= 1", recipe.epochs >= 1),
-        ("batch_size", ">= 1", recipe.batch_size >= 1),
-        ("divergence_factor", "> 0", recipe.divergence_factor > 0),
-        (
-            "wd_off_fraction",
-            "in [0, 1]",
-            recipe.wd_off_fraction is None or 0 <= recipe.wd_off_fraction <= 1,
-        ),
-        (
-            "early_stopping_patience",
-            ">= 1",
-            recipe.early_stopping_patience is None or recipe.early_stopping_patience >= 1,
-        ),
-    ]
-    for name, rule, ok in rules:
-        if not ok:
-            value = getattr(recipe, name)
-            raise UserError(f"recipe {name} must be {rule}, got {value!r}; fix the value")
-
-
 def package_versions() -> dict[str, str]:
     """Versions of python and the packages a trial's numbers depend on."""
     return {
@@ -174,7 +155,31 @@ def package_versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "pytorch-optimizer": importlib.metadata.version("pytorch-optimizer"),
         "robustbench-opt": __version__,
+        "robustbench-opt-code": code_identity(),
     }
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@cache
+def code_identity(package_dir: Path = PACKAGE_DIR) -> str:
+    """What code ran: `git COMMIT` (`+dirty` when the package's files differ from it) when the
+    package is a git checkout's tracked files, else `sha256 DIGEST` of its .py files."""
+    git = partial(subprocess.run, cwd=package_dir, capture_output=True, text=True, timeout=30)
+    try:
+        tracked = git(["git", "ls-files", "--error-unmatch", "__init__.py"]).returncode == 0
+        commit = git(["git", "rev-parse", "HEAD"]).stdout.strip() if tracked else ""
+        changed = git(["git", "status", "--porcelain", "--", "."]).stdout.strip() if commit else ""
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        commit = changed = ""
+    if commit:
+        return f"git {commit}" + ("+dirty" if changed else "")
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"sha256 {digest.hexdigest()}"
 
 
 def describe_device(device: torch.device) -> str:
@@ -215,7 +220,7 @@ def run_trial(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     built = build_optimizer(
-        model.parameters(),
+        param_groups(model, recipe.weight_decay_params),
         config.optimizer,
         config.lr,
         config.weight_decay,
@@ -445,4 +450,5 @@ def _result(
         wall_seconds=time.perf_counter() - start,
         config=config.to_dict(),
         notes=notes,
+        weight_decay_params=config.recipe.weight_decay_params,
     )

@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from robustbench_opt.errors import UserError
-from robustbench_opt.runner import make_plan
-from robustbench_opt.runner.execute import run_plan, trial_resources
+from robustbench_opt.runner import execute, make_plan
+from robustbench_opt.runner.execute import preflight, run_plan, trial_resources
 from robustbench_opt.spec import load_study
 from robustbench_opt.storage import Store
 
@@ -95,3 +95,27 @@ def test_gpu_request_without_gpu_is_refused_before_any_write(tmp_path: Path, mak
 def test_auto_gpu_on_a_cpu_cluster_trains_on_cpu(make_study) -> None:
     spec = load_study(make_study("auto", [0.1], resources={"cpus": 1, "gpus": "auto"}))
     assert trial_resources(spec, {}) == {"cpu": 1.0, "gpu": 0.0}
+
+
+def test_preflight_checks_the_data_on_every_node(tmp_path: Path, make_study) -> None:
+    preflight(load_study(make_study("here", [0.1])))  # digits: nothing to miss
+    far = load_study(
+        make_study("far", [0.1], dataset="cifar10", model="resnet20", data_dir=str(tmp_path))
+    )
+    with pytest.raises(UserError) as err:
+        preflight(far)
+    assert str(err.value).startswith("Ray node ")
+    assert f"no CIFAR-10 files in '{tmp_path}'" in str(err.value)
+
+
+def test_preflight_names_a_node_where_the_package_does_not_import(
+    make_study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker side fails the way a node without the package would (an import error)."""
+    monkeypatch.setattr(execute, "_check_node", lambda *args: __import__("no_such_pkg_rbo"))
+    with pytest.raises(UserError) as err:
+        preflight(load_study(make_study("bare", [0.1])))
+    message = str(err.value)
+    assert message.startswith("Ray node ") and "\n" not in message
+    assert "does not run there" in message and "No module named 'no_such_pkg_rbo'" in message
+    assert message.endswith("install this package on every node (pip install -e .)")

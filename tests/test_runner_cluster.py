@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,31 @@ def test_unreachable_address_is_one_line(tmp_path: Path, make_study) -> None:
     assert proc.stderr.startswith("error: cannot reach the Ray cluster at '127.0.0.1:")
     assert proc.stderr.count("\n") == 1
     assert (tmp_path / "r.db").read_bytes() == before
+
+
+def test_missing_data_on_a_cluster_node_fails_before_anything_is_written(
+    ray_node: str, tmp_path: Path, make_study
+) -> None:
+    """On a cluster the driver does not check its own disk: a preflight task on every node
+    checks the data (and that the package imports there) before the study is registered."""
+    missing = tmp_path / "no-cifar"
+    path = make_study("far_data", [0.1], dataset="cifar10", model="resnet20", data_dir=str(missing))
+    db = tmp_path / "r.db"
+    Store(f"sqlite:///{db}")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        before = list(conn.iterdump())
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustbench_opt", "run", str(path), "--storage", f"sqlite:///{db}",
+         "--address", ray_node],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: Ray node ")
+    assert f"no CIFAR-10 files in '{missing}'" in proc.stderr
+    assert proc.stderr.rstrip().endswith("(command line: --data-dir)")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert list(conn.iterdump()) == before
 
 
 def test_run_joins_a_separately_started_node(

@@ -13,7 +13,7 @@ import pytest
 
 from robustbench_opt.config import Recipe
 from robustbench_opt.errors import UserError
-from robustbench_opt.spec import diff_specs, load_study, log_range
+from robustbench_opt.spec import diff_specs, identity, load_study, log_range
 
 BASE = """\
 name: demo
@@ -165,6 +165,19 @@ def test_diff_specs_names_what_changed(tmp_path: Path) -> None:
     ]
 
 
+def test_identity_leaves_out_speed_switches_but_keeps_bf16(tmp_path: Path) -> None:
+    base = identity(load_study(write(tmp_path, BASE, "old.yaml")).to_dict())
+    fast = BASE.replace("batch_size: 32\n", "batch_size: 32\n  compile: true\n")
+    fast += "variants:\n  a: {channels_last: true, data_on_device: false}\n  b: {}\n"
+    slow = BASE + "variants:\n  a: {}\n  b: {}\n"
+    assert identity(load_study(write(tmp_path, fast, "fast.yaml")).to_dict()) == identity(
+        load_study(write(tmp_path, slow, "slow.yaml")).to_dict()
+    )
+    assert base != identity(load_study(write(tmp_path, slow, "slow.yaml")).to_dict())
+    bf16 = BASE.replace("batch_size: 32\n", "batch_size: 32\n  amp_bf16: true\n")
+    assert identity(load_study(write(tmp_path, bf16, "bf16.yaml")).to_dict()) != base
+
+
 def test_diff_specs_reports_a_reordering_of_optimizers(tmp_path: Path) -> None:
     old = load_study(write(tmp_path, BASE, "old.yaml")).to_dict()
     new = dict(old, optimizers=old["optimizers"][::-1])
@@ -188,6 +201,18 @@ def test_diff_specs_reports_a_reordering_of_optimizers(tmp_path: Path) -> None:
         ("model: simple_cnn\n", "", 1, ["missing required key 'model'"]),
         ("epochs: 3", "epochs: ten", 5, ["recipe.epochs", "expected an integer", "'ten'"]),
         ("batch_size: 32", "batch_size: 0", 6, ["recipe.batch_size", "integer >= 1"]),
+        (
+            "batch_size: 32",
+            "cutmix_prob: 1.5",
+            6,
+            ["recipe.cutmix_prob", "must be a probability in [0, 1], got 1.5"],
+        ),
+        (
+            "batch_size: 32",
+            "step_milestones: [2, 0]",
+            6,
+            ["recipe.step_milestones[1]", "must be an epoch >= 1, got 0"],
+        ),
         ("epochs: 3", "schedule: cosin", 5, ["recipe.schedule", "did you mean 'cosine'"]),
         (
             "epochs: 3",
@@ -271,6 +296,13 @@ def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
         ("model: simple_cnn", "model: resnet_20", 3, ["model", "did you mean 'resnet20'"]),
         ("rho: 0.05}", "rhoo: 0.05}", 11, ["optimizers[1].kwargs", "'rhoo'", "did you mean 'rho'"]),
         ("rho: 0.05}", "rho: 0.05, lr: 1}", 11, ["optimizers[1].kwargs", "'lr'", "study grid"]),
+        ("rho: 0.05}", "rho: big}", 11, ["optimizers[1].kwargs", "'rho'", "a number", "'big'"]),
+        (
+            "rho: 0.05}",
+            "rho: 0.05, betas: oops}",
+            11,
+            ["optimizers[1].kwargs", "'betas'", "a list of items", "'oops'", "[0.9, 0.999]"],
+        ),
     ],
 )
 def test_unknown_registry_names_and_keywords_suggest_the_closest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,10 @@ def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -
     model = build_model("simple_cnn", 10, 1, 8)
     assert first.n_params == sum(p.numel() for p in model.parameters())
     packages = {"python", "torch", "torchvision", "pytorch-optimizer", "robustbench-opt"}
-    assert set(first.versions) == packages
+    assert set(first.versions) == packages | {"robustbench-opt-code"}
     assert first.versions["torch"] == torch.__version__
+    assert first.versions["robustbench-opt-code"] == train.code_identity()
+    assert first.weight_decay_params == "all"  # every parameter decays, BatchNorm and biases too
     assert first.device.startswith("cpu")
     assert first.weight_decay_mode == "l2"  # torch Adam: decay enters the gradient
     assert first.optimizer_kwargs  # resolved keywords (betas, eps, ...) are recorded
@@ -327,13 +330,69 @@ def test_pick_device() -> None:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"epochs": 0}, "epochs must be >= 1, got 0"),
-        ({"wd_off_fraction": 1.5}, "wd_off_fraction must be in [0, 1], got 1.5"),
-        ({"schedule": "linear"}, "unknown schedule 'linear'"),
-        ({"early_stopping_patience": 0}, "early_stopping_patience must be >= 1"),
+        ({"epochs": 0}, "recipe.epochs: must be an integer >= 1, got 0"),
+        ({"wd_off_fraction": 1.5}, "recipe.wd_off_fraction: must be a fraction in [0, 1], got 1.5"),
+        ({"schedule": "linear"}, "recipe.schedule: unknown schedule 'linear'"),
+        ({"early_stopping_patience": 0}, "recipe.early_stopping_patience: must be an integer >= 1"),
     ],
 )
 def test_bad_recipe_values_are_one_line_user_errors(change: dict[str, object], needle: str) -> None:
     with pytest.raises(UserError) as caught:
         train.run_trial(digits_config(**change))
     assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_no_norm_bias_trains_with_undecayed_biases_and_records_the_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    groups: list[list[dict]] = []
+    real_build = train.build_optimizer
+
+    def record_build(params, *args):  # noqa: ANN001, ANN202
+        built = real_build(params, *args)
+        groups.append(built.optimizer.param_groups)
+        return built
+
+    monkeypatch.setattr(train, "build_optimizer", record_build)
+    config = digits_config(
+        optimizer="adamw", weight_decay=1e-2, epochs=1, weight_decay_params="no_norm_bias"
+    )
+    result = train.run_trial(config)
+    assert result.weight_decay_params == "no_norm_bias"
+    assert TrialResult.from_dict(result.to_dict()).weight_decay_params == "no_norm_bias"
+    [(decayed, undecayed)] = groups
+    assert decayed["weight_decay"] == 1e-2 and all(p.ndim >= 2 for p in decayed["params"])
+    assert undecayed["weight_decay"] == 0.0 and all(p.ndim == 1 for p in undecayed["params"])
+    assert len(undecayed["params"]) == 4  # simple_cnn: two conv and two linear biases
+
+
+def test_code_identity_is_the_git_commit_with_a_dirty_mark_else_a_source_hash(
+    tmp_path: Path,
+) -> None:
+    identity = train.code_identity.__wrapped__  # uncached
+    package = tmp_path / "repo" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (package / "mod.py").write_text("y = 2\n")
+    loose = identity(package)  # not in a git checkout yet
+    assert loose.startswith("sha256 ") and len(loose) == len("sha256 ") + 64
+    (package / "mod.py").write_text("y = 3\n")
+    assert identity(package) != loose  # the hash follows the source
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=package.parent, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return run.stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    commit = git("rev-parse", "HEAD")
+    assert identity(package) == f"git {commit}"
+    (package / "mod.py").write_text("y = 4\n")
+    assert identity(package) == f"git {commit}+dirty"
+    (package / "mod.py").write_text("y = 3\n")
+    (package / "new.py").write_text("z = 5\n")  # an untracked source file counts too
+    assert identity(package) == f"git {commit}+dirty"

@@ -11,6 +11,15 @@ from robustbench_opt.errors import UserError
 
 # Each module defines register(subparsers); a subcommand sets `func(args) -> int`.
 COMMAND_MODULES = ("train", "study", "results", "bench")
+# Commands whose module is known: only that module is imported (the others import pandas,
+# SQLAlchemy, Optuna); any other argument line (--help, a typo, the results commands) builds all.
+COMMAND_MODULE = {
+    "train": "train",
+    "optimizers": "train",
+    "run": "study",
+    "status": "study",
+    "bench": "bench",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,7 +29,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every command, or only for `command`'s module when it is known."""
     import importlib
 
     parser = Parser(
@@ -30,19 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    for name in COMMAND_MODULES:
+    modules = [COMMAND_MODULE[command]] if command in COMMAND_MODULE else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(f"robustbench_opt.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     logging.getLogger("optuna").setLevel(logging.WARNING)  # no "A new study created" lines
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # Library errors name settings; add the flags this command has for them.
+        flags = [f"--{name.replace('_', '-')}" for name in err.settings if hasattr(args, name)]
+        hint = f" (command line: {', '.join(flags)})" if flags else ""
+        print(f"error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

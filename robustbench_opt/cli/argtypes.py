@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from robustbench_opt.config import RECIPE_RULES
+
 
 def number(
     kind: type[int] | type[float],
@@ -38,3 +40,42 @@ def number(
 
 
 positive_int = number(int, ge=1)
+
+
+def recipe_value(name: str, kind: type[int] | type[float] | type[str]) -> Callable[[str], Any]:
+    """An argparse type for Recipe field `name`: parsed as `kind`, checked by its rule in
+    `config.RECIPE_RULES` (argparse names the flag in the error)."""
+    noun = {int: "an integer", float: "a number", str: "a value"}[kind]
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return _checked(name, value)
+
+    return parse
+
+
+def recipe_list(name: str, kind: type[int] | type[str], example: str) -> Callable[[str], Any]:
+    """An argparse type for a tuple Recipe field given as a comma list (`150,225`)."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            value = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list such as {example}, got {text!r}"
+            ) from None
+        return _checked(name, value)
+
+    return parse
+
+
+def _checked(name: str, value: Any) -> Any:
+    bad = RECIPE_RULES[name].violation(value)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(bad[1])
+    return value

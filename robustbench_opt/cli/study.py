@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
+import shlex
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,7 +16,14 @@ from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores, score_study
 from robustbench_opt.errors import unknown
-from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address
+from robustbench_opt.runner import (
+    Plan,
+    check_address,
+    duration,
+    estimate_cost,
+    make_plan,
+    ray_address,
+)
 from robustbench_opt.spec import load_study
 from robustbench_opt.states import FAILED, FINISHED, STATES
 from robustbench_opt.storage import Store, resolve_url
@@ -68,13 +78,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     address = ray_address(args.address)
     if address and not args.dry_run:
         check_address(address)  # before the database is opened (and a new file created)
-    store = Store(url) if (not args.dry_run or Store.exists(url)) else None
+    store = Store(url) if Store.exists(url) else None  # a new database waits for the checks
     plan = make_plan(store, spec, study)
     _print_plan(plan, args.study_file, url)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    assert store is not None
+    if plan.to_run and not address:
+        # This machine trains: its data must be there before anything is written. A cluster's
+        # nodes are checked by run_plan's preflight, before any claim.
+        from robustbench_opt.data import check_data
+
+        check_data(spec.dataset, spec.data_dir, spec.download)
+    store = store or Store(url)
     if not plan.to_run:
         if plan.busy:
             print(f"nothing to train: the {plan.busy} unfinished cells are claimed by another run")
@@ -86,11 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run_plan(
             store, spec, plan, address=args.address, max_concurrent=args.max_concurrent
         )
-        ratio = outcome.wall_seconds / outcome.trial_seconds if outcome.trial_seconds else 0.0
-        print(
-            f"trained {len(outcome.claimed)} cells in {duration(outcome.wall_seconds)} "
-            f"(trial time {duration(outcome.trial_seconds)}, wall/trial {ratio:.2f})"
-        )
+        print(run_summary(len(outcome.claimed), outcome.wall_seconds, outcome.trial_seconds))
     frame = store.cells_frame(study)
     if frame["state"].isin(FINISHED).any():
         print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
@@ -139,10 +151,23 @@ def status_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def run_summary(cells: int, wall_seconds: float, trial_seconds: float) -> str:
+    """What a run took, in words: its wall time against the trials' summed training time."""
+    line = f"trained {cells} cells in {duration(wall_seconds)} of wall time"
+    if not trial_seconds:
+        return line
+    ratio = wall_seconds / trial_seconds
+    why = (
+        "trials ran in parallel" if ratio < 1 else "the rest is starting Ray and scheduling trials"
+    )
+    return (
+        f"{line}; the trials themselves took {duration(trial_seconds)} added up, so the run "
+        f"took {ratio:.2f} x their training time ({why})"
+    )
+
+
 def _print_plan(plan: Plan, path: str, url: str) -> None:
     n_run = len(plan.to_run)
-    total_s = plan.epochs_to_run * plan.seconds_per_epoch
-    source = "measured" if plan.measured else "assumed"
     print(f"study {plan.study} ({path}) in {url}")
     print(
         f"cells: {len(plan.cells)} total, {plan.count('done')} done, "
@@ -150,16 +175,43 @@ def _print_plan(plan: Plan, path: str, url: str) -> None:
         f"{plan.busy} running elsewhere; {n_run} to run"
     )
     if n_run:
+        cost = estimate_cost(plan)
         print(
-            f"cost: {plan.epochs_to_run} epochs x {plan.seconds_per_epoch:.2g} s/epoch "
-            f"({source}, one trial) = {duration(total_s)} of training, before parallelism"
+            f"cost: about {duration(cost.seconds)} of training, one trial after another, "
+            f"before parallelism ({cost.basis})"
         )
 
 
 def _print_where(study: str, url: str) -> None:
-    flag = f" --storage {url}" if url != resolve_url(None) else ""
+    flag = f" --storage {shlex.quote(url)}" if url != resolve_url(None) else ""
+    me = command_prefix()
     print(f"results: study {study!r} in {url}")
-    print(f"  robustbench-opt status {study}{flag}")
-    print(f"  robustbench-opt scores {study}{flag}")
-    print(f"  robustbench-opt report {study}{flag}")
-    print(f"  optuna-dashboard {url}")
+    print(f"  {me} status {study}{flag}")
+    print(f"  {me} scores {study}{flag}")
+    print(f"  {me} report {study}{flag} -o {shlex.quote(study)}-report.html")
+    if importlib.util.find_spec("optuna_dashboard") is not None:
+        dashboard = Path(sys.executable).with_name("optuna-dashboard")
+        exe = _shown(str(dashboard)) if dashboard.exists() else "optuna-dashboard"
+        print(f"  {exe} {shlex.quote(url)}")
+    else:
+        pip = _shown(str(Path(sys.executable).with_name("pip")))
+        print(f"  optuna-dashboard: {pip} install -e '.[dashboard]', then optuna-dashboard {url}")
+
+
+def command_prefix(argv0: str | None = None) -> str:
+    """How to run this program again: the script as it was invoked (`.venv/bin/robustbench-opt`
+    when given with a path, bare when found on PATH), else `PYTHON -m robustbench_opt`."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if Path(argv0).name == "robustbench-opt":
+        return _shown(argv0) if os.sep in argv0 else "robustbench-opt"
+    return f"{_shown(sys.executable)} -m robustbench_opt"
+
+
+def _shown(path: str) -> str:
+    """`path` relative to the working directory when it lies below it, else absolute."""
+    absolute = Path(path).absolute()
+    try:
+        shown = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(absolute)
+    return shlex.quote(shown if os.sep in shown else f".{os.sep}{shown}")

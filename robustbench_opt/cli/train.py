@@ -15,11 +15,17 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
-from robustbench_opt.cli.argtypes import number
-from robustbench_opt.config import AUGMENTATIONS, SCHEDULES, EpochRecord, Recipe, TrialConfig
-from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.cli.argtypes import number, recipe_list, recipe_value
+from robustbench_opt.config import (
+    AUGMENTATIONS,
+    SCHEDULES,
+    WEIGHT_DECAY_PARAMS,
+    EpochRecord,
+    Recipe,
+    TrialConfig,
+)
+from robustbench_opt.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one trial and print its per-epoch metrics",
         description="Train one model with one optimizer and recipe; print metrics per epoch.",
         allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_trial_arguments(train)
     train.add_argument(
@@ -39,33 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     optimizers = sub.add_parser(
         "optimizers",
         help="list the optimizers and how each applies weight decay",
-        description="List every optimizer name with its aliases, weight-decay mode and reference.",
+        description=(
+            "List every optimizer that can run a trial, with its aliases, weight-decay mode and "
+            "reference (zoo classes that need a closure, such as L-BFGS, are left out)."
+        ),
         allow_abbrev=False,
     )
-    optimizers.add_argument(
-        "--full", action="store_true", help="wrap references instead of cutting them to one line"
-    )
     optimizers.set_defaults(func=run_optimizers)
-
-
-def _augmentations(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    for name in names:
-        if name not in AUGMENTATIONS:
-            raise argparse.ArgumentTypeError(str(unknown("augmentation", name, AUGMENTATIONS)))
-    return names
-
-
-def _milestones(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated epochs such as 150,225, got {text!r}"
-        ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"milestones must be epochs >= 1, got {text!r}")
-    return values
 
 
 def _keyword(text: str) -> tuple[str, Any]:
@@ -81,6 +68,7 @@ def _keyword(text: str) -> tuple[str, Any]:
 
 
 _AUTO_ON_OFF = {"auto": None, "on": True, "off": False}
+TABLE_WIDTH = 100  # columns of the `optimizers` table, at most
 
 
 def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,46 +80,73 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     add("--optimizer", default="adam", help="optimizer name (see `robustbench-opt optimizers`)")
     add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0)")
     add("--weight-decay", type=number(float, ge=0), default=0.0, help="weight decay (>= 0)")
-    add("--epochs", type=number(int, ge=1), default=defaults.epochs, help="passes over the data")
+    add(
+        "--wd-params",
+        choices=WEIGHT_DECAY_PARAMS,
+        default=defaults.weight_decay_params,
+        help="parameters weight decay acts on: all, or no_norm_bias (only tensors with ndim >= 2:"
+        " no BatchNorm weights, no biases)",
+    )
+    add(
+        "--epochs",
+        type=recipe_value("epochs", int),
+        default=defaults.epochs,
+        help="passes over the training split",
+    )
     add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
-    add("--batch-size", type=number(int, ge=1), default=defaults.batch_size)
+    add(
+        "--batch-size",
+        type=recipe_value("batch_size", int),
+        default=defaults.batch_size,
+        help="images per optimizer step",
+    )
     add("--schedule", choices=SCHEDULES, default=defaults.schedule, help="lr schedule per epoch")
-    add("--milestones", type=_milestones, default=(), help="step schedule epochs, e.g. 150,225")
-    add("--gamma", type=number(float, gt=0), default=defaults.step_gamma, help="step factor")
+    add(
+        "--milestones",
+        type=recipe_list("step_milestones", int, "150,225"),
+        default=(),
+        help="step schedule epochs, e.g. 150,225",
+    )
+    add(
+        "--gamma",
+        type=recipe_value("step_gamma", float),
+        default=defaults.step_gamma,
+        help="step schedule factor",
+    )
     add(
         "--augment",
-        type=_augmentations,
+        type=recipe_list("augment", str, "crop_flip,trivialaugment"),
         default=(),
         help="comma list of " + ",".join(AUGMENTATIONS),
     )
     add(
         "--cutmix",
-        type=number(float, ge=0, le=1),
-        default=0.0,
+        type=recipe_value("cutmix_prob", float),
+        default=defaults.cutmix_prob,
         metavar="PROB",
         help="probability a batch is CutMixed (paper: 1.0)",
     )
     add(
         "--cutmix-alpha",
-        type=number(float, gt=0),
+        type=recipe_value("cutmix_alpha", float),
         default=defaults.cutmix_alpha,
         help="CutMix area ratio ~ Beta(alpha, alpha)",
     )
     add(
         "--wd-off-fraction",
-        type=number(float, ge=0, le=1),
+        type=recipe_value("wd_off_fraction", float),
         metavar="F",
-        help="weight decay 0 after this share of epochs (paper: 0.75)",
+        help="weight decay 0 after this share of epochs (paper: 0.75; default: never)",
     )
     add(
         "--early-stopping",
-        type=number(int, ge=1),
+        type=recipe_value("early_stopping_patience", int),
         metavar="PATIENCE",
-        help="stop after this many epochs without val (else test) accuracy gain",
+        help="stop after this many epochs without val (else test) accuracy gain (default: never)",
     )
     add(
         "--divergence-factor",
-        type=number(float, gt=0),
+        type=recipe_value("divergence_factor", float),
         default=defaults.divergence_factor,
         help="diverged: epoch mean train loss > factor x first-batch loss",
     )
@@ -144,9 +159,9 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="share of the training split held out for validation",
     )
-    add("--data-dir", default=None, help="CIFAR: directory holding cifar-10-batches-py")
+    add("--data-dir", help="CIFAR: directory holding cifar-10-batches-py (default: data/)")
     add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
-    add("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     add(
         "--data-on-device",
         choices=tuple(_AUTO_ON_OFF),
@@ -195,6 +210,7 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
         channels_last=_AUTO_ON_OFF[args.channels_last],
         amp_bf16=args.amp_bf16,
         compile=args.compile,
+        weight_decay_params=args.wd_params,
     )
     return TrialConfig(
         dataset=args.dataset,
@@ -285,33 +301,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_optimizers(args: argparse.Namespace) -> int:
-    """Prints the optimizer registry as a table."""
+    """Prints the optimizer registry as a table at most `TABLE_WIDTH` columns wide; references
+    fold onto further lines instead of being cut."""
     from robustbench_opt.optim import list_optimizers
 
-    rows = [
-        (
+    terminal = Console()
+    width = min(terminal.width, TABLE_WIDTH) if terminal.is_terminal else TABLE_WIDTH
+    console = Console(width=width)
+    table = Table(title="optimizers (use --optimizer NAME or an alias)")
+    for column in ("name", "aliases", "wd mode", "2-pass"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reference", overflow="fold", ratio=1)
+    for info in list_optimizers():
+        table.add_row(
             info.name,
             ", ".join(info.aliases),
             info.weight_decay_mode,
             "yes" if info.two_pass else "no",
             info.reference,
         )
-        for info in list_optimizers()
-    ]
-    console = Console()
-    table = Table(title="optimizers (use --optimizer NAME or an alias)")
-    used = 1  # the left border; each column adds its width, 2 of padding and 1 of border
-    for index, column in enumerate(("name", "aliases", "weight decay", "two-pass")):
-        width = max(len(column), *(len(row[index]) for row in rows))
-        table.add_column(column, no_wrap=True, min_width=width)
-        used += width + 3
-    room = max(10, console.width - used - 3)  # reference text width that fits the console
-    table.add_column("reference", overflow="fold", max_width=room)
-    for row in rows:
-        cells = [Text(cell) for cell in row]
-        if not args.full:
-            cells[-1].truncate(room, overflow="ellipsis")
-        table.add_row(*cells)
     console.print(table)
     return 0
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from robustbench_opt.config import Recipe
-from robustbench_opt.data.datasets import DATASETS, DEFAULT_DATA_DIR, load_splits
+from robustbench_opt.data.datasets import DATASETS, DEFAULT_DATA_DIR, check_data, load_splits
 from robustbench_opt.data.device import device_batches, use_device_path
 from robustbench_opt.data.loader import eval_batches, torchvision_batches
 from robustbench_opt.data.splits import DataSplits
@@ -22,6 +22,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_DATA_DIR",
     "DataSplits",
+    "check_data",
     "eval_batches",
     "load_splits",
     "train_batches",

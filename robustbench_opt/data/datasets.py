@@ -107,19 +107,41 @@ def _digits(seed: int) -> Arrays:
     return x[train], y[train], x[test], y[test], 10
 
 
-def _cifar(dataset: str, data_dir: str | None, download: bool) -> Arrays:
-    """CIFAR-10/100 from torchvision's on-disk format under `data_dir`."""
+def check_data(dataset: str, data_dir: str | None = None, download: bool = False) -> None:
+    """Fails (UserError) as `load_splits` would on missing files, without reading any data.
+
+    Cheap enough for a preflight before a study writes anything.
+    """
+    if dataset not in DATASETS:
+        raise unknown("dataset", dataset, DATASETS, "set the dataset to one of these")
+    if dataset != "digits" and not download:
+        _cifar_root(dataset, data_dir)
+
+
+def _cifar_root(dataset: str, data_dir: str | None) -> Path:
+    """The CIFAR directory; UserError naming the first missing file when it is incomplete."""
     reader, title = _CIFAR_READERS[dataset]
     root = Path(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
     folder = root / reader.base_folder
     files = [name for name, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
     missing = [name for name in files if not (folder / name).is_file()]
-    if missing and not download:
+    if missing:
         raise UserError(
             f"no {title} files in {str(root)!r} (expected {folder}/{missing[0]}, torchvision's "
-            f"format); pass --download (download: true in a study) to fetch them, or point "
-            "data_dir at a directory that has them"
+            "format); set download to true to fetch them, or point data_dir at a directory "
+            "that has them",
+            ("download", "data_dir"),
         )
+    return root
+
+
+def _cifar(dataset: str, data_dir: str | None, download: bool) -> Arrays:
+    """CIFAR-10/100 from torchvision's on-disk format under `data_dir`."""
+    reader, title = _CIFAR_READERS[dataset]
+    if not download:
+        _cifar_root(dataset, data_dir)
+    root = Path(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+    folder = root / reader.base_folder
     try:
         train = reader(str(root), train=True, download=download)
         test = reader(str(root), train=False, download=False)
@@ -131,7 +153,8 @@ def _cifar(dataset: str, data_dir: str | None, download: bool) -> Arrays:
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
         raise UserError(
             f"the {title} files in {str(folder)!r} are unreadable ({type(err).__name__}); delete "
-            "that folder and pass --download to fetch them again"
+            "that folder and set download to true to fetch them again",
+            ("download",),
         ) from err
     return (*_tensors(train), *_tensors(test), len(train.classes))
 

@@ -23,7 +23,7 @@ class ModelInfo:
 
     builder: Callable[[int, int, int], nn.Module]  # (num_classes, in_channels, image_size)
     reference: str
-    serves: str  # the seed experiment (see SEEDS.md) that uses this network
+    serves: str  # the seed experiment (README, "Seed experiments") that uses this network
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -54,5 +54,5 @@ def model_names() -> list[str]:
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """A freshly initialised `name` network; UserError listing the valid names if unknown."""
     if name not in MODELS:
-        raise unknown("model", name, MODELS, "set model (study file or --model) to one of these")
+        raise unknown("model", name, MODELS, "set model to one of these", ("model",))
     return MODELS[name].builder(num_classes, in_channels, image_size)

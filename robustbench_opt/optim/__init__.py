@@ -7,7 +7,12 @@ constant lr the paper's lr equals ours / (1 - mu). See `registry` for the detail
 
 from __future__ import annotations
 
-from robustbench_opt.optim.build import BuiltOptimizer, build_optimizer, set_weight_decay
+from robustbench_opt.optim.build import (
+    BuiltOptimizer,
+    build_optimizer,
+    param_groups,
+    set_weight_decay,
+)
 from robustbench_opt.optim.registry import (
     REGISTRY,
     OptimizerInfo,
@@ -27,5 +32,6 @@ __all__ = [
     "get_info",
     "list_optimizers",
     "optimizer_step",
+    "param_groups",
     "set_weight_decay",
 ]

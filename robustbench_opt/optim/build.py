@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from robustbench_opt.errors import UserError, closest
+from robustbench_opt.config import WEIGHT_DECAY_PARAMS
+from robustbench_opt.errors import UserError, closest, unknown
 from robustbench_opt.optim.registry import (
     BASE_KEYWORD,
     GRID_KEYWORDS,
@@ -20,6 +21,7 @@ from robustbench_opt.optim.registry import (
 )
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+NO_DECAY = "no_weight_decay"  # param group key: weight decay stays 0 in this group
 
 
 @dataclass
@@ -94,13 +96,40 @@ def _build_wrapper(
     return BuiltOptimizer(optimizer, built_info, {BASE_KEYWORD: base.name, **own, **base_kwargs})
 
 
+def param_groups(model: torch.nn.Module, policy: str) -> list[dict[str, Any]]:
+    """The model's parameters as groups for a `weight_decay_params` policy.
+
+    "all": one group, every parameter decays (BatchNorm weights and biases included).
+    "no_norm_bias": nanoGPT's explicit groups: tensors with ndim >= 2 (conv and linear weights)
+    decay; the rest (biases, norm weights) get weight decay 0, also when it is set later.
+    """
+    params = list(model.parameters())
+    if policy == "all":
+        return [{"params": params}]
+    if policy == "no_norm_bias":
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, NO_DECAY: True},
+        ]
+        return [g for g in groups if g["params"]]
+    raise unknown(
+        "weight-decay parameter policy",
+        policy,
+        WEIGHT_DECAY_PARAMS,
+        "set weight_decay_params to one of these",
+        ("weight_decay_params",),
+    )
+
+
 def set_weight_decay(built: BuiltOptimizer, value: float) -> None:
-    """Set weight decay on every param group (a SAM wrapper shares its groups with the base)."""
+    """Set weight decay on every param group that decays (a SAM wrapper shares its groups with
+    the base); groups built without decay (`param_groups`) keep 0."""
     _check_number("weight_decay", value)
     if value and not built.info.accepts_weight_decay:
         raise UserError(f"optimizer {built.info.name!r} has no weight_decay; use 0")
     for group in built.optimizer.param_groups:
-        group["weight_decay"] = value
+        if not group.get(NO_DECAY, False):
+            group["weight_decay"] = value
 
 
 def _check_number(what: str, value: float) -> None:
@@ -136,16 +165,67 @@ def _check_keywords(
 
 
 def _resolve(info: OptimizerInfo, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, then user values (lists become tuples where the default is one), then pinned."""
+    """Defaults, then user values (type-checked; lists become tuples and integers floats where
+    the default is one: YAML's `betas: [0, 0.99]`), then pinned."""
     resolved = dict(info.defaults)
     for key, value in given.items():
         default = info.defaults.get(key)
-        resolved[key] = tuple(value) if isinstance(default, tuple) else value
+        _check_type(info, key, value, default)
+        resolved[key] = _like(value, default)
     resolved.update(info.pinned)
     missing = [k for k in info.hyperparams if k not in resolved]
     if missing:
         raise UserError(f"optimizer {info.name!r} needs keyword {missing[0]!r}; add it to kwargs")
     return resolved
+
+
+def _check_type(info: OptimizerInfo, key: str, value: Any, default: Any) -> None:
+    """A keyword's value must have its default's type: a number where the default is one
+    (int or float), a bool, a string, or a list of items of the default tuple's item types
+    (its length is the library's to check: Adan takes 2 or 3 betas). Keywords without a
+    default, or with a default of another type (None, a dtype), pass."""
+    expected = _kind_of(default)
+    if expected is None or _fits(value, default):
+        return
+    example = list(default) if isinstance(default, tuple) else default
+    raise UserError(
+        f"optimizer {info.name!r} keyword {key!r} expects {expected}, got {value!r} "
+        f"({type(value).__name__}); give a value like its default {example!r}"
+    )
+
+
+def _like(value: Any, default: Any) -> Any:
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        kinds = {type(item) for item in default}
+        return tuple(float(v) if kinds == {float} and type(v) is int else v for v in value)
+    return float(value) if type(default) is float and type(value) is int else value
+
+
+def _kind_of(default: Any) -> str | None:
+    """How `_check_type` names the type a default asks for; None when it checks nothing."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, (int, float)):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, tuple) and all(_kind_of(item) for item in default):
+        kinds = sorted({str(_kind_of(item)) for item in default})
+        return f"a list of items ({', '.join(kinds)})"
+    return None
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    kinds = {type(item) for item in default}
+    return isinstance(value, (list, tuple)) and all(
+        any(_fits(v, kind()) for kind in kinds) for v in value
+    )
 
 
 def _construct(
@@ -158,6 +238,9 @@ def _construct(
         raise UserError(f"optimizer {info.name!r} has no weight_decay; use weight_decay 0")
     try:
         return info.factory(params, **grid, **kwargs)
-    except ValueError as err:  # the library's own range checks (betas, eps, rho, ...)
+    except (ValueError, TypeError, IndexError) as err:  # the library's own checks (ranges,
+        # and what `_check_type` leaves to it, such as a tuple's length: betas [0.9] for Adam)
         message = " ".join(str(err).split())
+        if not isinstance(err, ValueError):
+            message = f"{type(err).__name__}: {message}"
         raise UserError(f"optimizer {info.name!r} rejected its settings: {message}") from err

@@ -4,8 +4,8 @@ Names resolve in this order: our registry (names and aliases), a user's class gi
 `package.module:Class`, then pytorch-optimizer's zoo by its lowercase name. Our names win on
 conflicts; the library's version of a shadowed name stays reachable as `pytorch_optimizer:Class`.
 
-Momentum convention (SEEDS.md asks to say which): `momentum` and `nag` use the frameworks' form,
-torch.optim.SGD with dampening 0:
+Momentum convention (the paper, seed 003 in the README, asks to say which): `momentum` and
+`nag` use the frameworks' form, torch.optim.SGD with dampening 0:
 
     d <- mu d + g              (d_0 = 0)
     theta <- theta - lr d                       (momentum, heavy ball)
@@ -266,7 +266,8 @@ def get_info(name: str) -> OptimizerInfo:
 
 
 def list_optimizers() -> list[OptimizerInfo]:
-    """Every optimizer by name: our registry first, then pytorch-optimizer's zoo (not shadowed)."""
+    """Every optimizer that can run a trial: our registry first, then pytorch-optimizer's zoo
+    (names we shadow, and classes that take a model or need a closure, left out)."""
     shadowed = set(REGISTRY) | set(_ALIASES)
     zoo = [_zoo_info(n) for n in sorted(ZOO - shadowed) if _runs_on_a_grid(_zoo_class(n))]
     return list(_ENTRIES) + zoo
@@ -289,9 +290,7 @@ def _unknown_optimizer(name: object) -> UserError:
 @cache
 def _zoo_info(name: str) -> OptimizerInfo:
     cls = _zoo_class(name)
-    return _class_info(
-        name, cls, f"pytorch-optimizer {cls.__module__}.{cls.__qualname__}, upstream defaults"
-    )
+    return _class_info(name, cls, f"pytorch_optimizer.{cls.__name__}, own defaults")
 
 
 def _zoo_class(name: str) -> type[torch.optim.Optimizer]:
@@ -299,9 +298,15 @@ def _zoo_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def _runs_on_a_grid(cls: type[torch.optim.Optimizer]) -> bool:
-    """Takes parameters first (not a model) and an lr."""
+    """Takes parameters first (not a model), an lr, and steps without a closure."""
     first = next(iter(inspect.signature(cls).parameters))
-    return first == "params" and "lr" in signature_keywords(cls)
+    return first == "params" and "lr" in signature_keywords(cls) and not _needs_closure(cls)
+
+
+def _needs_closure(cls: type[torch.optim.Optimizer]) -> bool:
+    """`step(closure)` without a default: it re-evaluates the loss itself (L-BFGS)."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _import_info(path: str) -> OptimizerInfo:
@@ -332,6 +337,11 @@ def _class_info(name: str, cls: type[torch.optim.Optimizer], reference: str) -> 
     named = signature_keywords(cls)
     if "lr" not in named:
         raise UserError(f"optimizer {name!r} takes no 'lr' keyword; it cannot run on an lr grid")
+    if _needs_closure(cls):
+        raise UserError(
+            f"optimizer {name!r} needs a closure that re-evaluates the loss at every step (as "
+            "L-BFGS does); trials step once per batch without one; choose another optimizer"
+        )
     hyper = tuple(n for n in named if n not in GRID_KEYWORDS)
     defaults = {
         n: named[n].default for n in hyper if named[n].default is not inspect.Parameter.empty

@@ -5,6 +5,14 @@
 
 from __future__ import annotations
 
-from robustbench_opt.runner.plan import Plan, check_address, duration, make_plan, ray_address
+from robustbench_opt.runner.plan import (
+    Cost,
+    Plan,
+    check_address,
+    duration,
+    estimate_cost,
+    make_plan,
+    ray_address,
+)
 
-__all__ = ["Plan", "check_address", "duration", "make_plan", "ray_address"]
+__all__ = ["Cost", "Plan", "check_address", "duration", "estimate_cost", "make_plan", "ray_address"]

@@ -33,7 +33,10 @@ from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
 
 TrialFn = Callable[[TrialConfig, Callable[[EpochRecord], None]], TrialResult]
-Resources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
+# What Tune is asked for per trial: fixed, or per cell (`gpus: auto`). Not `spec.Resources`,
+# the study's own request that this is derived from.
+RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
+PREFLIGHT_TIMEOUT_S = 120.0  # a node that cannot start a tiny task in this time is not usable
 
 
 def default_trial_fn(config: TrialConfig, on_epoch: Callable[[EpochRecord], None]) -> TrialResult:
@@ -66,14 +69,18 @@ def run_plan(
 ) -> Outcome:
     """Trains the plan's cells on Ray Tune and records them; returns what happened.
 
-    Nothing is written before Ray is reachable and the trial resources fit the cluster.
-    The progress line goes to `progress` (default: stderr).
+    Nothing is written before Ray is reachable, the trial resources fit the cluster and, on a
+    cluster (`address` or $RAY_ADDRESS), every node passed `preflight`; on this machine the
+    caller checks the data (`data.check_data`). The progress line goes to `progress`
+    (default: stderr).
     """
     started = time.perf_counter()
     ray_started = connect(address)
     try:
         configs = {c.cell_id(plan.study): c for c in plan.to_run}
         resources = trial_resources(spec, configs)
+        if ray_address(address):
+            preflight(spec)
         store.register_study(plan.study, plan.spec, plan.cells)
         run_id = store.start_run(plan.study)
         beat = _Heartbeat(store, run_id)
@@ -127,7 +134,48 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> Resources:
+def preflight(spec: StudySpec) -> None:
+    """On every alive node with CPUs: the package imports and the study's data is there.
+
+    One zero-CPU task per node (it runs even while trials fill the node), so a cluster whose
+    workers lack the package or the data fails in one line before anything is written.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check = ray.remote(num_cpus=0, max_retries=0)(_check_node)
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    pending = {
+        check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(spec.dataset, spec.data_dir, spec.download): n["NodeManagerAddress"]
+        for n in nodes
+    }
+    for ref, host in pending.items():
+        try:
+            problem = ray.get(ref, timeout=PREFLIGHT_TIMEOUT_S)
+        except ray.exceptions.RayError as err:  # it could not run there (import error, lost node)
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            problem = (
+                f"the package robustbench_opt (or its dependencies) does not run there: "
+                f"{lines[-1] if lines else type(err).__name__}; install this package on every "
+                "node (pip install -e .)"
+            )
+        if problem is not None:
+            raise UserError(f"Ray node {host}: {problem}", ("data_dir",))
+
+
+def _check_node(dataset: str, data_dir: str | None, download: bool) -> str | None:
+    """Worker side of `preflight`: None when this node can train the study, else why not."""
+    from robustbench_opt.data import check_data  # the import is half the check
+
+    try:
+        check_data(dataset, data_dir, download)
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayResources:
     """Ray resources per trial; refuses what the cluster could never schedule."""
     cluster = ray.cluster_resources()
     cpus, gpus = float(spec.resources.cpus), spec.resources.gpus
@@ -140,7 +188,7 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> Resourc
     if gpus == "auto":
         if have_gpu == 0:
             return {"cpu": cpus, "gpu": 0.0}
-        from robustbench_opt.packing import gpu_fraction  # imports torch: only when needed
+        from robustbench_opt.runner.packing import gpu_fraction  # imports torch: only when needed
 
         return lambda params: {"cpu": cpus, "gpu": gpu_fraction(configs[params["cell_id"]])}
     if gpus > 0 and have_gpu == 0:
@@ -166,7 +214,7 @@ def _trainable(
 
 def _fit(
     configs: dict[str, TrialConfig],
-    resources: Resources,
+    resources: RayResources,
     max_concurrent: int | None,
     trial_fn: TrialFn,
     recorder: tune.Callback,

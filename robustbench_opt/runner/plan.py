@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +17,14 @@ from robustbench_opt.spec import StudySpec, diff_specs, identity
 from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store, spec_hash
 
-# Seconds per epoch on one CPU core when nothing is measured yet (rough; for --dry-run only).
-ASSUMED_EPOCH_SECONDS = {"digits": 1.0, "cifar10": 120.0, "cifar100": 120.0}
-FALLBACK_EPOCH_SECONDS = 120.0
 MAX_DIFF_LINES = 8  # changes named in a refusal
+CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
+CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
+MAX_CALIBRATION_STEPS = 50
+EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
+
+# (config, steps) -> seconds per training image, timed on this machine; tests inject their own
+StepTimer = Callable[[TrialConfig, int], float]
 
 
 @dataclass
@@ -29,8 +37,7 @@ class Plan:
     states: dict[str, str]  # registered cell id -> state
     to_run: list[TrialConfig]  # neither finished nor claimed by a live run
     busy: int  # cells claimed by another live run
-    seconds_per_epoch: float
-    measured: bool  # seconds_per_epoch measured in this study (else assumed)
+    measured_epoch_seconds: float | None  # mean epoch wall time recorded in this study
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -38,6 +45,100 @@ class Plan:
     @property
     def epochs_to_run(self) -> int:
         return sum(c.recipe.epochs for c in self.to_run)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Estimated training time of a plan's cells, one after another (before parallelism)."""
+
+    seconds: float
+    basis: str  # how it was estimated, for the user
+
+
+def estimate_cost(plan: Plan, timer: StepTimer | None = None) -> Cost:
+    """From this study's recorded epochs when it has any; else from a short calibration: a few
+    training steps of the first cell to run, timed on this machine, scaled to every cell's
+    images, passes (two for SAM) and evaluation. Per-batch overheads of a real trial (data
+    augmentation, progress reports) are not in it, so it errs low for tiny models."""
+    if not plan.to_run:
+        return Cost(0.0, "nothing to run")
+    if plan.measured_epoch_seconds is not None:
+        seconds = plan.epochs_to_run * plan.measured_epoch_seconds
+        return Cost(
+            seconds,
+            f"{plan.epochs_to_run} epochs x {plan.measured_epoch_seconds:.2g} s/epoch, "
+            "measured in this study",
+        )
+    first = plan.to_run[0]
+    image_seconds = (timer or time_training_images)(first, CALIBRATION_STEPS)
+    seconds = sum(cell_seconds(c, image_seconds) for c in plan.to_run)
+    return Cost(
+        seconds,
+        f"{plan.epochs_to_run} epochs; calibrated by timing training steps of {first.model} "
+        f"on one thread of this machine: {image_seconds * 1e3:.2g} ms per image",
+    )
+
+
+def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
+    """One cell's training time at `image_seconds` per trained image: per epoch, the training
+    images x passes (2 for SAM-family optimizers) plus the evaluated images (test and val) at
+    `EVAL_COST`; epochs as the trial will run them (SAM equal compute halves them)."""
+    from robustbench_opt.optim import get_info
+    from robustbench_opt.runner.packing import DATA_SHAPES
+    from robustbench_opt.train import epochs_to_run
+
+    shape = DATA_SHAPES[config.dataset]
+    two_pass = get_info(config.optimizer).two_pass
+    held_out = math.floor(shape.train_images * config.val_fraction)
+    trained = (shape.train_images - held_out) * (2 if two_pass else 1)
+    evaluated = (shape.test_images + held_out) * EVAL_COST
+    return epochs_to_run(config.recipe, two_pass) * (trained + evaluated) * image_seconds
+
+
+def time_training_images(config: TrialConfig, steps: int) -> float:
+    """Seconds per trained image on this machine: the median of at least `steps` timed training
+    steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of the config's model and
+    optimizer on random images of its data set's shape, on one CPU thread as a 1-CPU trial."""
+    import torch
+
+    from robustbench_opt.models import build_model
+    from robustbench_opt.optim import build_optimizer, optimizer_step
+    from robustbench_opt.runner.packing import DATA_SHAPES
+    from robustbench_opt.train import pick_device
+
+    shape = DATA_SHAPES[config.dataset]
+    device = pick_device(config.device)
+    model = build_model(config.model, shape.num_classes, shape.channels, shape.image_size)
+    model = model.to(device).train()
+    built = build_optimizer(
+        model.parameters(),
+        config.optimizer,
+        config.lr,
+        config.weight_decay,
+        config.optimizer_kwargs,
+    )
+    batch = config.recipe.batch_size
+    x = torch.randn(batch, shape.channels, shape.image_size, shape.image_size, device=device)
+    y = torch.randint(0, shape.num_classes, (batch,), device=device)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer_step(model, built, lambda: torch.nn.functional.cross_entropy(model(x), y))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step()  # warm-up: allocations, lazy optimizer state
+        times = [step() for _ in range(steps)]
+        while sum(times) < CALIBRATION_SECONDS and len(times) < MAX_CALIBRATION_STEPS:
+            times.append(step())
+    finally:
+        torch.set_num_threads(threads)
+    passes = 2 if built.info.two_pass else 1
+    return statistics.median(times) / (batch * passes)
 
 
 def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:
@@ -49,8 +150,7 @@ def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:
     spec_dict = spec.to_dict()
     cells = spec.cells()
     states: dict[str, str] = {}
-    seconds = ASSUMED_EPOCH_SECONDS.get(spec.dataset, FALLBACK_EPOCH_SECONDS)
-    measured, busy, skip = False, 0, set()
+    measured, busy, skip = None, 0, set()
     record = store.study_record(study) if store is not None else None
     if store is not None and record is not None:
         if record.source != "run" or record.spec_hash != spec_hash(spec_dict):
@@ -63,9 +163,9 @@ def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:
         skip = {cid for cid, s in states.items() if s in FINISHED} | live
         epochs = store.epochs_frame(study)
         if not epochs.empty:
-            seconds, measured = float(epochs["seconds"].mean()), True
+            measured = float(epochs["seconds"].mean())
     to_run = [c for c in cells if c.cell_id(study) not in skip]
-    return Plan(study, spec_dict, cells, states, to_run, busy, seconds, measured)
+    return Plan(study, spec_dict, cells, states, to_run, busy, measured)
 
 
 def _refusal(

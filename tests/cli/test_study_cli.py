@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 import sys
 from pathlib import Path
 from unittest import mock
@@ -11,12 +13,19 @@ import pytest
 
 import robustbench_opt.runner.execute as execute
 from robustbench_opt.cli import main
+from robustbench_opt.cli.study import command_prefix, run_summary
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of the SQLite database, as SQL."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return list(conn.iterdump())
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -43,7 +52,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     )
     assert code == 0
     assert "6 total, 0 done, 0 diverged, 0 failed, 0 running elsewhere; 6 to run" in out
-    assert "12 epochs x 1 s/epoch (assumed" in out
+    assert "cost: about " in out and "before parallelism (12 epochs; calibrated by timing" in out
     assert not (tmp_path / "r.db").exists()
 
 
@@ -76,6 +85,7 @@ def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> No
     assert code == 0
     assert "nothing to train: all 4 cells are finished" in out
     assert "adam" in out and "sgd" in out and "optuna-dashboard " + url in out
+    assert f" report done --storage {url} -o done-report.html" in out
     assert digest(db) == before
 
 
@@ -89,6 +99,72 @@ def test_run_closes_with_exactly_what_scores_prints(finished, capsys) -> None:
     code, scores_out, _ = run_cli(["scores", "done", "--storage", url], capsys)
     assert code == 0 and "Ranked by mean accuracy" in scores_out
     assert scores_out in run_out
+
+
+def test_toggling_compile_resumes_the_finished_study(
+    finished, tmp_path: Path, study_writer, capsys
+) -> None:
+    """Speed switches are not identity: the same cells, so nothing to train, nothing written."""
+    path, url, db = finished
+    faster = study_writer(
+        tmp_path / "done.yaml",
+        "done",
+        [0.1, 0.01],
+        recipe={"epochs": 2, "batch_size": 64, "compile": True, "channels_last": True},
+    )
+    before = digest(db)
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+        code, out, err = run_cli(["run", str(faster), "--storage", url], capsys)
+    assert code == 0, err
+    assert "nothing to train: all 4 cells are finished" in out
+    assert digest(db) == before
+
+
+def test_missing_cifar_data_fails_before_the_database_is_created(
+    tmp_path: Path, make_study, capsys
+) -> None:
+    missing = tmp_path / "no-cifar"
+    path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(missing))
+    db = tmp_path / "r.db"
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):  # no Ray
+        code, out, err = run_cli(["run", str(path), "--storage", f"sqlite:///{db}"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"no CIFAR-10 files in '{missing}'" in err
+    assert "set download to true" in err and "(command line: --data-dir)" in err
+    assert not db.exists()
+
+
+def test_missing_cifar_data_leaves_an_existing_database_unchanged(
+    finished, tmp_path: Path, make_study, capsys
+) -> None:
+    _, url, db = finished
+    path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(tmp_path))
+    before = dump(db)
+    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+        code, _, err = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 2 and "no CIFAR-10 files" in err
+    assert dump(db) == before
+
+
+def test_command_prefix_is_how_this_program_was_started(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / ".venv" / "bin" / "robustbench-opt"
+    assert command_prefix(str(script)) == ".venv/bin/robustbench-opt"
+    assert command_prefix(".venv/bin/robustbench-opt") == ".venv/bin/robustbench-opt"
+    assert command_prefix("robustbench-opt") == "robustbench-opt"  # found on PATH
+    assert command_prefix("/elsewhere/bin/robustbench-opt") == "/elsewhere/bin/robustbench-opt"
+    module = command_prefix("/src/robustbench_opt/__main__.py")
+    assert module.endswith(" -m robustbench_opt") and "python" in module
+
+
+def test_run_summary_says_what_the_ratio_means() -> None:
+    parallel = run_summary(30, 61.0, 76.0)
+    assert parallel == (
+        "trained 30 cells in 1m01s of wall time; the trials themselves took 1m16s added up, "
+        "so the run took 0.80 x their training time (trials ran in parallel)"
+    )
+    assert "(the rest is starting Ray and scheduling trials)" in run_summary(4, 42.0, 26.6)
+    assert run_summary(0, 5.0, 0.0) == "trained 0 cells in 5s of wall time"
 
 
 def test_status_counts_per_optimizer(finished, capsys) -> None:

@@ -49,7 +49,13 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         (["--opt", "rhoo=0.05"], ["'rhoo'"]),
         (["--opt", "rho"], ["KEY=VALUE", "'rho'"]),
         (["--opt", "eps=1e-8", "--opt", "eps=1e-6"], ["'eps'", "twice"]),
-        (["--device", "tpu"], ["'tpu'", "cpu"]),
+        (["--device", "tpu"], ["'tpu'", "cpu", "(command line: --device)"]),
+        (["--opt", "betas=oops"], ["'betas'", "'oops'", "a list of items (a number)", "default"]),
+        (["--opt", "eps=small"], ["'eps'", "'small'", "expects a number"]),
+        (["--wd-params", "norms"], ["--wd-params", "'norms'", "no_norm_bias"]),
+        (["--epochs", "0"], ["--epochs", "must be an integer >= 1, got 0"]),
+        (["--cutmix", "2"], ["--cutmix", "must be a probability in [0, 1], got 2.0"]),
+        (["--milestones", "0,5"], ["--milestones", "must be an epoch >= 1, got 0"]),
     ],
 )
 def test_bad_train_input_is_one_error_line(
@@ -124,6 +130,18 @@ def test_optimizers_table_lists_names_modes_and_two_pass(
     assert rows["adamw_radam_adabelief"][1:4] == ["proposed", "decoupled", "no"]
     assert rows["adam"][2:4] == ["l2", "no"]
     assert rows["sam"][3] == "yes" and rows["asam"][3] == "yes"
+    assert "lbfgs" not in rows and "adan" in rows  # needs a closure: cannot run a trial
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "(Kingma & Ba, arXiv 1412.6980" in out.replace("\n", " ")  # folded, never cut
+
+
+def test_train_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["train", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    assert "--batch-size BATCH_SIZE images per optimizer step (default: 128)" in text
+    assert "--epochs EPOCHS passes over the training split (default: 10)" in text
+    assert "(default: all)" in text and "no_norm_bias" in text
 
 
 def test_json_is_strict_when_a_loss_is_nan(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_opt.data import DATASETS, load_splits
+from robustbench_opt.data import DATASETS, check_data, load_splits
 from robustbench_opt.data.splits import channel_stats, stratified_holdout
 from robustbench_opt.errors import UserError
 
@@ -121,13 +121,28 @@ def test_cifar100_loads_fine_labels(tmp_path):
     assert split.train_y.tolist() == written["train"][1]
 
 
-def test_missing_cifar_files_are_a_one_line_error_naming_dir_and_flag(tmp_path):
-    with pytest.raises(UserError) as info:
-        load_splits("cifar10", str(tmp_path / "nowhere"), False, 0.0)
-    message = str(info.value)
-    assert "\n" not in message
-    assert str(tmp_path / "nowhere") in message
-    assert "no CIFAR-10 files" in message and "--download" in message
+def test_missing_cifar_files_are_a_one_line_error_naming_dir_and_settings(tmp_path):
+    """A library error names settings (a notebook has no flags); the CLI adds its flags."""
+    for check in (load_splits, check_data):
+        with pytest.raises(UserError) as info:
+            check("cifar10", str(tmp_path / "nowhere"), False)
+        message = str(info.value)
+        assert "\n" not in message and "--" not in message
+        assert str(tmp_path / "nowhere") in message
+        assert "no CIFAR-10 files" in message and "set download to true" in message
+        assert info.value.settings == ("download", "data_dir")
+
+
+def test_check_data_passes_present_files_digits_and_downloads_without_reading(tmp_path):
+    write_cifar(
+        tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"], "labels", "batches.meta", "label_names", 10,
+    )  # fmt: skip
+    check_data("cifar10", str(tmp_path))
+    check_data("digits")
+    check_data("cifar100", str(tmp_path / "empty"), download=True)  # download fetches them
+    with pytest.raises(UserError, match="unknown dataset 'mnist'"):
+        check_data("mnist")
 
 
 def test_unreadable_cifar_files_are_a_user_error(tmp_path):

@@ -103,6 +103,43 @@ def test_grid_pinned_and_out_of_range_keywords_are_user_errors(kwargs: dict, nee
 
 
 @pytest.mark.parametrize(
+    ("name", "kwargs", "needle"),
+    [
+        (
+            "adam",
+            {"betas": "oops"},
+            "optimizer 'adam' keyword 'betas' expects a list of items (a number), got 'oops' "
+            "(str); give a value like its default [0.9, 0.999]",
+        ),
+        ("adam", {"betas": [0.9, "x"]}, "keyword 'betas' expects a list of items (a number)"),
+        ("adam", {"betas": [0.9]}, "rejected its settings: IndexError"),  # length: torch checks
+        ("adam", {"eps": True}, "keyword 'eps' expects a number, got True (bool)"),
+        ("sam", {"rho": "0.05"}, "optimizer 'sam' keyword 'rho' expects a number, got '0.05'"),
+        ("sam", {"base": "adam", "betas": 0.9}, "optimizer 'adam' keyword 'betas' expects a list"),
+        ("torch.optim:Adam", {"amsgrad": 1}, "keyword 'amsgrad' expects true or false, got 1"),
+    ],
+)
+def test_keyword_values_must_have_their_defaults_type(name: str, kwargs: dict, needle: str) -> None:
+    assert needle in _error(name, kwargs=kwargs)
+
+
+def test_keyword_values_of_the_defaults_type_build() -> None:
+    built = build_optimizer([nn.Parameter(torch.zeros(2))], "adam", 1e-3, 0.0, {"betas": [0, 0.99]})
+    assert (
+        built.kwargs["betas"] == (0.0, 0.99) and type(built.kwargs["betas"][0]) is float
+    )  # ints are numbers; a list becomes the tuple
+
+
+def test_optimizers_that_need_a_closure_are_not_listed_and_refused() -> None:
+    assert "lbfgs" in pytorch_optimizer.get_supported_optimizers()
+    names = {info.name for info in list_optimizers()}
+    assert "lbfgs" not in names and "adan" in names
+    for name in ("lbfgs", "torch.optim:LBFGS"):
+        message = _error(name)
+        assert "needs a closure" in message and "choose another optimizer" in message
+
+
+@pytest.mark.parametrize(
     ("path", "needle"),
     [
         ("no_such_pkg.mod:Opt", "cannot import module 'no_such_pkg.mod'"),

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_opt.optim import REGISTRY, build_optimizer, get_info, set_weight_decay
+from robustbench_opt.errors import UserError
+from robustbench_opt.optim import (
+    REGISTRY,
+    build_optimizer,
+    get_info,
+    param_groups,
+    set_weight_decay,
+)
 
 LR, WD, N_STEPS = 0.05, 0.3, 4
 ONE_PASS = [name for name, info in REGISTRY.items() if not info.two_pass]
@@ -60,3 +67,39 @@ def test_set_weight_decay_switches_decay_off_on_every_group() -> None:
     p.grad, q.grad = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     built.optimizer.step()  # zero gradient and no decay: nothing moves
     assert torch.equal(p.detach(), torch.ones(2, dtype=torch.float64))
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+
+
+@pytest.mark.parametrize("policy", ["all", "no_norm_bias"])
+def test_weight_decay_params_policy_decays_exactly_the_chosen_tensors(policy: str) -> None:
+    """Zero gradients, so an SGD step is pure L2 decay: theta <- theta (1 - lr wd) for decayed
+    tensors, unchanged for the rest (BatchNorm weight and bias, every Linear bias)."""
+    net = _bn_net()
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    built = build_optimizer(param_groups(net, policy), "sgd", LR, WD)
+    for _ in range(2):  # the second step after the wd switch-off and back checks set_weight_decay
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+        built.optimizer.step()
+        set_weight_decay(built, WD)
+    for name, p in net.named_parameters():
+        decayed = policy == "all" or p.ndim >= 2
+        factor = (1 - LR * WD) ** 2 if decayed else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * factor, rtol=1e-12, atol=0)
+    assert {n for n, p in net.named_parameters() if p.ndim < 2} == {
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "2.bias",
+    }
+
+
+def test_unknown_weight_decay_params_policy_names_the_setting() -> None:
+    with pytest.raises(
+        UserError, match="'norms'; valid: all, no_norm_bias; set weight_decay_params"
+    ):
+        param_groups(_bn_net(), "norms")

@@ -9,7 +9,7 @@ from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.data import load_splits
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
-from robustbench_opt.packing import (
+from robustbench_opt.runner.packing import (
     DATA_SHAPES,
     MAX_TRIALS_PER_GPU,
     REFERENCE_GPU_BYTES,

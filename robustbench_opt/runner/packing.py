@@ -42,12 +42,13 @@ class DataShape:
     image_size: int
     train_images: int
     num_classes: int
+    test_images: int
 
 
 DATA_SHAPES: dict[str, DataShape] = {
-    "digits": DataShape(1, 8, 1438, 10),  # 1797 images, 80% stratified train split
-    "cifar10": DataShape(3, 32, 50_000, 10),
-    "cifar100": DataShape(3, 32, 50_000, 100),
+    "digits": DataShape(1, 8, 1438, 10, 359),  # 1797 images, 80% stratified train split
+    "cifar10": DataShape(3, 32, 50_000, 10, 10_000),
+    "cifar100": DataShape(3, 32, 50_000, 100, 10_000),
 }
 
 

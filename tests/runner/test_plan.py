@@ -1,0 +1,71 @@
+"""The cost estimate of a plan: from this study's recorded epochs, else a short calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from robustbench_opt.runner.plan import (
+    CALIBRATION_STEPS,
+    cell_seconds,
+    estimate_cost,
+    make_plan,
+    time_training_images,
+)
+from robustbench_opt.spec import load_study
+
+
+def _plan(make_study, **extra: object):  # noqa: ANN202
+    spec = load_study(make_study("est", [0.1, 0.01], **extra))
+    return make_plan(None, spec, "est")
+
+
+def test_calibrated_cost_scales_the_timed_image_cost_to_every_cell(make_study) -> None:
+    """digits: 1438 training and 359 test images; val_fraction 0.1 holds out floor(143.8)."""
+    plan = _plan(
+        make_study,
+        optimizers=["adam", {"name": "sam", "kwargs": {"base": "adam"}}],
+        val_fraction=0.1,
+        recipe={"epochs": 3, "batch_size": 64},
+    )
+    asked: list[tuple[str, int]] = []
+
+    def timer(config, steps):  # noqa: ANN001, ANN202
+        asked.append((config.optimizer, steps))
+        return 1e-3  # seconds per trained image
+
+    cost = estimate_cost(plan, timer)
+    assert asked == [("adam", CALIBRATION_STEPS)]  # one calibration, of the first cell to run
+    one_pass = 3 * (1295 + (359 + 143) / 3) * 1e-3
+    two_pass = 3 * (2 * 1295 + (359 + 143) / 3) * 1e-3  # SAM: two forward-backward passes
+    assert math.isclose(cost.seconds, 2 * one_pass + 2 * two_pass, rel_tol=1e-12)
+    assert cost.basis.startswith("12 epochs; calibrated by timing training steps of simple_cnn")
+
+
+def test_sam_at_equal_compute_counts_its_halved_epochs(make_study) -> None:
+    plan = _plan(
+        make_study,
+        optimizers=[{"name": "sam", "kwargs": {"base": "adam"}}],
+        recipe={"epochs": 4, "batch_size": 64, "sam_equal_compute": True},
+    )
+    [cell, *_] = plan.to_run
+    assert cell_seconds(cell, 1.0) == 2 * (2 * 1438 + 359 / 3)
+
+
+def test_measured_epochs_of_the_study_win_over_calibration(make_study) -> None:
+    plan = dataclasses.replace(_plan(make_study), measured_epoch_seconds=0.25)
+    cost = estimate_cost(plan, timer=lambda config, steps: 1 / 0)  # never called
+    assert cost.seconds == 8 * 0.25  # 4 cells x 2 epochs
+    assert cost.basis == "8 epochs x 0.25 s/epoch, measured in this study"
+
+
+def test_nothing_to_run_costs_nothing(make_study) -> None:
+    plan = dataclasses.replace(_plan(make_study), to_run=[])
+    assert estimate_cost(plan, timer=lambda config, steps: 1 / 0).seconds == 0.0
+
+
+def test_calibration_times_real_training_steps(make_study, tmp_path: Path) -> None:
+    [cell, *_] = _plan(make_study).to_run
+    seconds = time_training_images(dataclasses.replace(cell, device="cpu"), 2)
+    assert 0 < seconds < 1  # per image, on any machine that runs the tests
