@@ -36,7 +36,7 @@ def read_results_csv(path: str | Path, unit: str = "auto") -> tuple[list[dict], 
     """Validated rows (accuracies as fractions) ready for `Store.import_cells`, and the unit the
     accuracies were read in ("percent" or "fraction")."""
     if unit not in UNITS:
-        raise unknown("accuracy unit", unit, UNITS, "pass --acc-unit auto, percent or fraction")
+        raise unknown("accuracy unit", unit, UNITS, "set acc_unit to one of these", ("acc_unit",))
     frame = _read(Path(path))
     columns = list(frame.columns)
     for column in columns:
@@ -83,7 +83,8 @@ def read_results_csv(path: str | Path, unit: str = "auto") -> tuple[list[dict], 
             numbers[column] = numbers[column] / scale
             values = numbers[column]
             bounds = f"is outside 0..{'100' if scale == 100 else '1'} ({_unit_name(scale)})"
-            _check((values >= 0) & (values <= 1), values.notna(), frame, path, column, bounds)
+            ok = (values >= 0) & (values <= 1)
+            _check(ok, values.notna(), frame, path, column, bounds, ("acc_unit",))
     for column in ("seed", "epochs"):
         if column in numbers:
             values = numbers[column]
@@ -151,12 +152,19 @@ def _booleans(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _check(
-    ok: pd.Series, present: pd.Series, frame: pd.DataFrame, path: Path, column: str, what: str
+    ok: pd.Series,
+    present: pd.Series,
+    frame: pd.DataFrame,
+    path: Path,
+    column: str,
+    what: str,
+    settings: tuple[str, ...] = (),
 ) -> None:
     bad = present & ~ok
     if bad.any():
         i = int(bad.to_numpy().argmax())
-        raise UserError(f"{path} line {i + 2}: {column} {frame[column].iat[i]!r} {what}")
+        message = f"{path} line {i + 2}: {column} {frame[column].iat[i]!r} {what}"
+        raise UserError(message, settings)
 
 
 def _scale(acc: pd.Series, unit: str, path: Path) -> float:
@@ -168,7 +176,7 @@ def _scale(acc: pd.Series, unit: str, path: Path) -> float:
 
 
 def _unit_name(scale: float) -> str:
-    return "read as percent" if scale == 100 else "read as fractions; pass --acc-unit percent"
+    return "read as percent" if scale == 100 else "read as fractions; set acc_unit to percent"
 
 
 def _float_or_none(values: pd.Series, i: int) -> float | None:

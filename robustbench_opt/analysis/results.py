@@ -37,15 +37,11 @@ def results_frame(
 ) -> pd.DataFrame:
     """Cells with a `diverged` column, filtered (empty filter = all), in grid order."""
     out = cells.assign(diverged=cells["state"].eq(DIVERGED))
-    for column, wanted, flag in (
-        ("optimizer", optimizers, "--optimizer"),
-        ("variant", variants, "--variant"),
-        ("state", states, "--state"),
-    ):
+    for column, wanted in (("optimizer", optimizers), ("variant", variants), ("state", states)):
         choices = STATES if column == "state" else out[column].unique().tolist()
         for value in wanted:
             if value not in choices:
-                raise unknown(column, value, choices, f"fix {flag}")
+                raise unknown(column, value, choices, f"keep only {column}s of these", (column,))
         if wanted:
             out = out[out[column].isin(wanted)]
     order = ["optimizer", "variant", "lr", "weight_decay", "seed"]

@@ -54,22 +54,25 @@ def diverged_footer(chance: float) -> str:
     )
 
 
-def _pick(cells: pd.DataFrame, column: str, value: object, flag: str) -> pd.DataFrame:
-    """Rows whose `column` equals `value` (None keeps all); unknown values list the choices."""
+def _pick(cells: pd.DataFrame, column: str, value: object) -> pd.DataFrame:
+    """Rows whose `column` equals `value` (None keeps all); unknown values list the choices.
+    Errors name the setting (the column), never a command-line flag."""
     if value is None:
         return cells
     choices = cells[column].unique().tolist()
+    fix = f"set {column} to one of these"
     if column in ("lr", "weight_decay"):
         match = np.isclose(cells[column].to_numpy(dtype=float), float(value), rtol=1e-9, atol=0)
         if not match.any():
-            raise unknown(column, value, [format_hparam(c) for c in choices], f"fix {flag}")
+            shown = [format_hparam(c) for c in choices]
+            raise unknown(column, value, shown, fix, (column,))
         return cells[match]
     if value not in choices:
-        raise unknown(column, value, [str(c) for c in choices], f"fix {flag}")
+        raise unknown(column, value, [str(c) for c in choices], fix, (column,))
     return cells[cells[column] == value]
 
 
-def _single_value(cells: pd.DataFrame, keys: list[str], column: str, flag: str, hint: str) -> None:
+def _single_value(cells: pd.DataFrame, keys: list[str], column: str, hint: str = "") -> None:
     """Error when some group of `keys` still spans several values of `column`."""
     groups = cells.groupby(keys, sort=False)[column]
     spread = groups.nunique()
@@ -81,7 +84,8 @@ def _single_value(cells: pd.DataFrame, keys: list[str], column: str, flag: str, 
     shown = ", ".join(str(v) if column == "variant" else format_hparam(v) for v in values)
     raise UserError(
         f"{' / '.join(map(str, key))} has several {column} values ({shown}); "
-        f"pick one with {flag}{hint}"
+        f"set {column} to one of them{hint}",
+        (column,),
     )
 
 
@@ -109,9 +113,9 @@ def lr_wd_table(
     chance: float,
 ) -> PaperTable:
     """Table 3: rows lr, columns weight decay (both ascending), for one optimizer."""
-    chosen = _pick(cells, "optimizer", optimizer, "--optimizer")
-    chosen = _pick(chosen, "variant", variant, "--variant")
-    _single_value(chosen, ["optimizer"], "variant", "--variant", "")
+    chosen = _pick(cells, "optimizer", optimizer)
+    chosen = _pick(chosen, "variant", variant)
+    _single_value(chosen, ["optimizer"], "variant")
     values, diverged = _pivot(chosen, metric, "lr", "weight_decay", chance)
     scores = compute_scores(chosen, metric, chance=chance).iloc[0]
     footer = [
@@ -131,12 +135,10 @@ def lr_optimizer_table(
     chance: float,
 ) -> PaperTable:
     """Table 2: rows lr (ascending), columns optimizers (study order)."""
-    chosen = _pick(cells, "variant", variant, "--variant")
-    chosen = _pick(chosen, "weight_decay", weight_decay, "--wd")
-    _single_value(chosen, ["optimizer"], "variant", "--variant", "")
-    _single_value(
-        chosen, ["optimizer"], "weight_decay", "--wd", " or use --kind lr-wd --optimizer NAME"
-    )
+    chosen = _pick(cells, "variant", variant)
+    chosen = _pick(chosen, "weight_decay", weight_decay)
+    _single_value(chosen, ["optimizer"], "variant")
+    _single_value(chosen, ["optimizer"], "weight_decay", ", or show one optimizer's lr x wd table")
     values, diverged = _pivot(chosen, metric, "lr", "optimizer", chance)
     footer = [diverged_footer(chance)] if diverged.to_numpy().any() else []
     return PaperTable("test accuracy (%) per learning rate", "lr", values, diverged, footer)
@@ -151,10 +153,10 @@ def variant_optimizer_table(
     chance: float,
 ) -> PaperTable:
     """Table 1: rows recipe variants (study order), columns optimizers, at one lr and wd each."""
-    chosen = _pick(cells, "lr", lr, "--lr")
-    chosen = _pick(chosen, "weight_decay", weight_decay, "--wd")
-    _single_value(chosen, ["optimizer", "variant"], "lr", "--lr", "")
-    _single_value(chosen, ["optimizer", "variant"], "weight_decay", "--wd", "")
+    chosen = _pick(cells, "lr", lr)
+    chosen = _pick(chosen, "weight_decay", weight_decay)
+    _single_value(chosen, ["optimizer", "variant"], "lr")
+    _single_value(chosen, ["optimizer", "variant"], "weight_decay")
     values, diverged = _pivot(chosen, metric, "variant", "optimizer", chance)
     footer = [diverged_footer(chance)] if diverged.to_numpy().any() else []
     return PaperTable("test accuracy (%) per recipe variant", "variant", values, diverged, footer)

@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", help="lr-wd: the optimizer to show")
     p.add_argument("--variant", help="the recipe variant, when the study has several")
     p.add_argument("--lr", type=float, help="variant-optimizer: the learning rate to show")
-    p.add_argument("--wd", type=float, help="the weight decay to show")
+    p.add_argument("--weight-decay", "--wd", type=float, help="the weight decay to show")
     _metric(p)
     _storage(p)
     p.add_argument("--format", choices=("table", "csv"), default="table")
@@ -384,9 +384,13 @@ def cmd_table(args: argparse.Namespace) -> int:
             raise UserError(f"--kind lr-wd needs --optimizer NAME; this study has: {names}")
         table = lr_wd_table(cells, args.optimizer, args.metric, args.variant, chance=chance)
     elif args.kind == "lr-optimizer":
-        table = lr_optimizer_table(cells, args.metric, args.variant, args.wd, chance=chance)
+        table = lr_optimizer_table(
+            cells, args.metric, args.variant, args.weight_decay, chance=chance
+        )
     else:
-        table = variant_optimizer_table(cells, args.metric, args.lr, args.wd, chance=chance)
+        table = variant_optimizer_table(
+            cells, args.metric, args.lr, args.weight_decay, chance=chance
+        )
     rows = table_rows(table)
     if args.format == "csv":
         pd.DataFrame(rows[1:], columns=rows[0]).to_csv(sys.stdout, index=False)

@@ -45,7 +45,7 @@ def test_forced_unit_is_checked(tmp_path):
     rows, _ = read_results_csv(path, "percent")
     assert rows[0]["final_test_acc"] == pytest.approx(0.009)
     bad = write(tmp_path, H + "a,0.1,0,90\n")
-    with pytest.raises(UserError, match=r"test_acc '90' is outside 0..1 .*--acc-unit percent"):
+    with pytest.raises(UserError, match=r"test_acc .90. is outside 0..1 .*set acc_unit to percent"):
         read_results_csv(bad, "fraction")
 
 

@@ -80,7 +80,7 @@ def test_missing_cells_show_a_dash():
 
 def test_ambiguous_tables_ask_for_the_missing_flag():
     t3 = cells_from("paper_table3")
-    with pytest.raises(UserError, match=r"several weight_decay values .*--wd"):
+    with pytest.raises(UserError, match=r"several weight_decay values .*set weight_decay"):
         lr_optimizer_table(t3, chance=0.1)
     assert table_rows(lr_optimizer_table(t3, weight_decay=1e-3, chance=0.1))[1] == ["1e-3", "96.40"]
     with pytest.raises(UserError, match="unknown weight_decay 0.2"):
