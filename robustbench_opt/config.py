@@ -36,6 +36,7 @@ AUGMENTATIONS: tuple[str, ...] = ("crop", "crop_flip", "brightness", "trivialaug
 WeightDecayParams = Literal["all", "no_norm_bias"]
 WEIGHT_DECAY_PARAMS: tuple[str, ...] = ("all", "no_norm_bias")
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
+PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed")  # what may differ within a pack
 SPEED_SWITCHES: tuple[str, ...] = ("data_on_device", "channels_last", "compile")  # Recipe keys
 # Recipe fields added after cells were first stored: they enter an identity only when set away
 # from their default, so the cells stored before they existed keep their identity.
@@ -187,6 +188,13 @@ class TrialConfig:
     def optimizer_label(self) -> str:
         """The name results and reports show for this cell's optimizer."""
         return self.label or self.optimizer
+
+    def pack_key(self) -> str:
+        """Cells with equal keys can train as one pack: everything but PER_CELL is shared."""
+        data = self.to_dict()
+        for key in PER_CELL:
+            data.pop(key)
+        return json.dumps(data, sort_keys=True)
 
     def cell_id(self, study: str) -> str:
         """Stable identity of this cell within `study`.

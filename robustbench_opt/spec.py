@@ -26,7 +26,8 @@ A study file is YAML. Every key except `name`, `dataset`, `model` and `optimizer
     lrs: [0.1, 0.01, 0.001]      # a list, or log-spaced: {log_range: [1.0e-4, 1.0e-1], num: 4}
     weight_decays: [0.0, 5.0e-4]
     seeds: [0, 1]                # default [0]
-    resources: {cpus: 1, gpus: 0}   # per trial; gpus: 0 (CPU), a fraction in (0, 1], or auto
+    resources: {cpus: 1, gpus: 0, packing: auto}   # per trial; gpus: 0 (CPU), a fraction in
+                                 # (0, 1], or auto; packing: auto | off | most cells per trial
     max_concurrent: 4            # at most this many trials at once (default: as resources allow)
 
 Grid cells are optimizer x variant x lr x weight decay x seed. Numbers such as `1e-3` are read as
@@ -74,7 +75,7 @@ TOP_KEYS = (
 )
 REQUIRED_KEYS = ("name", "dataset", "model", "optimizers")
 OPTIMIZER_KEYS = ("name", "label", "kwargs", "lrs", "weight_decays", "epochs")
-RESOURCE_KEYS = ("cpus", "gpus")
+RESOURCE_KEYS = ("cpus", "gpus", "packing")
 RANGE_KEYS = ("log_range", "num")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -107,6 +108,7 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.packing decides
+    packing: int | Literal["auto", "off"] = "auto"  # cells trained as one pack (one trial)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,11 @@ class StudySpec:
             "lrs": None if self.lrs is None else list(self.lrs),
             "weight_decays": None if self.weight_decays is None else list(self.weight_decays),
             "seeds": list(self.seeds),
-            "resources": {"cpus": self.resources.cpus, "gpus": self.resources.gpus},
+            "resources": {
+                "cpus": self.resources.cpus,
+                "gpus": self.resources.gpus,
+                "packing": self.resources.packing,
+            },
             "max_concurrent": self.max_concurrent,
         }
 
@@ -576,7 +582,15 @@ class _Validator:
                     key + ("gpus",),
                     f"expected 0 (CPU), a GPU fraction in (0, 1] or auto, got {value['gpus']!r}",
                 )
-        return Resources(cpus=cpus, gpus=gpus)
+        packing = value.get("packing", "auto")
+        if packing not in ("auto", "off") and not (
+            isinstance(packing, int) and not isinstance(packing, bool) and packing >= 1
+        ):
+            raise self.error(
+                key + ("packing",),
+                f"expected auto, off or the most cells per pack (an integer >= 1), got {packing!r}",
+            )
+        return Resources(cpus=cpus, gpus=gpus, packing=packing)
 
     def registries(self, spec: StudySpec) -> None:
         """Names and optimizer keywords checked against the registries (imports torch)."""

@@ -24,7 +24,8 @@ from robustbench_opt.runner import (
     make_plan,
     ray_address,
 )
-from robustbench_opt.spec import load_study
+from robustbench_opt.runner.tasks import make_tasks
+from robustbench_opt.spec import StudySpec, load_study
 from robustbench_opt.states import FAILED, FINISHED, STATES
 from robustbench_opt.storage import Store, resolve_url
 
@@ -51,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-dir",
         help="CIFAR: directory with the data set files (overrides the study's data_dir)",
     )
+    p.add_argument(
+        "--packing",
+        type=_packing,
+        help="auto, off or the most cells per packed trial (overrides resources.packing)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument(
         "--study-name",
@@ -73,6 +79,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or spec.data_dir
     if data_dir is not None:  # absolute: Ray runs each trial in its own working directory
         spec = dataclasses.replace(spec, data_dir=os.path.abspath(data_dir))
+    if args.packing is not None:
+        spec = dataclasses.replace(
+            spec, resources=dataclasses.replace(spec.resources, packing=args.packing)
+        )
     study = args.study_name or spec.name
     url = resolve_url(args.storage)
     address = ray_address(args.address)
@@ -80,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if Store.exists(url) else None  # a new database waits for the checks
     plan = make_plan(store, spec, study)
-    _print_plan(plan, args.study_file, url)
+    _print_plan(plan, args.study_file, url, args.max_concurrent or spec.max_concurrent, spec)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
@@ -166,7 +176,21 @@ def run_summary(cells: int, wall_seconds: float, trial_seconds: float) -> str:
     )
 
 
-def _print_plan(plan: Plan, path: str, url: str) -> None:
+def _packing(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, off or an integer >= 1, got {text!r}")
+    return value
+
+
+def _print_plan(
+    plan: Plan, path: str, url: str, max_concurrent: int | None, spec: StudySpec
+) -> None:
     n_run = len(plan.to_run)
     print(f"study {plan.study} ({path}) in {url}")
     print(
@@ -174,6 +198,15 @@ def _print_plan(plan: Plan, path: str, url: str) -> None:
         f"{plan.count('diverged')} diverged, {plan.count('failed')} failed, "
         f"{plan.busy} running elsewhere; {n_run} to run"
     )
+    if n_run:
+        slots = max_concurrent or max(1, int((os.cpu_count() or 1) // spec.resources.cpus))
+        configs = {c.cell_id(plan.study): c for c in plan.to_run}
+        tasks = make_tasks(configs, spec.resources, slots)
+        largest = max(len(t) for t in tasks)
+        print(
+            f"trials: {len(tasks)} (packing {spec.resources.packing}: up to {largest} cells "
+            f"per trial, for {slots} slots on this machine)"
+        )
     if n_run:
         cost = estimate_cost(plan)
         print(

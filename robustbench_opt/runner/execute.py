@@ -1,10 +1,15 @@
 """Trains a plan's cells on Ray Tune and records them through the Store (driver side only).
 
-Tune owns scheduling: one trial per claimed cell (`grid_search` over cell ids), reused actors,
-no retries inside Tune. Workers only train and `tune.report` JSON strings, one per epoch
-(`rbo_epoch`) and one at the end (`rbo_result`); they hold no database code or credentials.
-A driver-side `tune.Callback` writes every event. Claims plus a heartbeat keep concurrent runs
-from training a cell twice; cells a run leaves unfinished are retried by the next run.
+Tune schedules tasks: a task is one Ray trial that trains one cell, or a pack of cells of one
+optimizer entry and variant that train together (`packed.run_packed`: one fused forward and
+backward, every cell's numbers its own). A Tune searcher (`_TaskFeed`) hands Tune the next task
+when a slot frees and claims its cells only then, so a run holds a window of cells, never the
+whole study, and two launchers on one database share a study's cells. Reused actors, no retries
+inside Tune. Workers only train and `tune.report` JSON strings tagged with the cell id, one per
+epoch (`rbo_epoch`) and one per finished cell (`rbo_result`); they hold no database code or
+credentials. A driver-side `tune.Callback` writes every event, per cell. Claims plus a heartbeat
+keep concurrent runs from training a cell twice; cells a run leaves unfinished (a pack whose
+process died: only its unfinished cells) are retried by the next run.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any, TextIO
 
 import ray
 from ray import tune
+from ray.tune.search import Searcher
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
+from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec
 from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
@@ -51,6 +58,7 @@ class Outcome:
     """What a run did."""
 
     claimed: list[str]  # cell ids this run trained (or tried to)
+    tasks: int = 0  # Ray trials: single cells and packs
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
     recovered: list[str] = field(default_factory=list)  # cells freed from dead runs
     wall_seconds: float = 0.0  # whole run, Ray start included
@@ -86,21 +94,24 @@ def run_plan(
         beat = _Heartbeat(store, run_id)
         try:
             recovered = store.recover_stale(plan.study)
-            claimed = store.claim(plan.study, run_id, list(configs))
-            outcome = Outcome(claimed, recovered=recovered.failed)
-            if claimed:
-                recorder = _Recorder(store, plan.study, len(claimed), progress or sys.stderr)
-                _fit(
-                    {cid: configs[cid] for cid in claimed},
-                    resources,
-                    max_concurrent or spec.max_concurrent,
-                    trial_fn or default_trial_fn,
-                    recorder,
-                    f"{plan.study}-{run_id}",
-                )
-                recorder.close()
-                outcome.failed = recorder.failed
-                outcome.trial_seconds = recorder.trial_seconds
+            slots = max_concurrent or spec.max_concurrent or _slots(spec)
+            tasks = make_tasks(configs, spec.resources, slots)
+            feed = _TaskFeed(store, plan.study, run_id, tasks)
+            outcome = Outcome(feed.claimed, recovered=recovered.failed)
+            recorder = _Recorder(store, plan.study, len(configs), progress or sys.stderr)
+            _fit(
+                configs,
+                feed,
+                resources,
+                max_concurrent or spec.max_concurrent,
+                trial_fn or default_trial_fn,
+                recorder,
+                f"{plan.study}-{run_id}",
+            )
+            recorder.close()
+            outcome.tasks = feed.handed_out
+            outcome.failed = recorder.failed
+            outcome.trial_seconds = recorder.trial_seconds
         finally:
             beat.stop()
             store.release(run_id)
@@ -109,6 +120,41 @@ def run_plan(
             ray.shutdown()
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+def _slots(spec: StudySpec) -> int:
+    """Trials the cluster can run at once with the study's per-trial CPUs."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1.0) // spec.resources.cpus))
+
+
+class _TaskFeed(Searcher):
+    """Hands Tune one task at a time and claims its cells only then (a window, not the study).
+
+    Cells another launcher claimed first are skipped; a task it partly took trains the rest.
+    """
+
+    def __init__(self, store: Store, study: str, run_id: str, tasks: list[list[str]]) -> None:
+        super().__init__(metric=None, mode=None)
+        self.store, self.study, self.run_id = store, study, run_id
+        self.tasks = iter(tasks)
+        self.claimed: list[str] = []
+        self.handed_out = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune may pickle its searcher for restores, which we never do: drop live handles."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "tasks")}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        for cells in self.tasks:
+            got = self.store.claim(self.study, self.run_id, cells)
+            if got:
+                self.claimed.extend(got)
+                self.handed_out += 1
+                return {"cells": got}
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        """Results are recorded by `_Recorder`, per cell."""
 
 
 def connect(address: str | None) -> bool:
@@ -190,7 +236,10 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayReso
             return {"cpu": cpus, "gpu": 0.0}
         from robustbench_opt.runner.packing import gpu_fraction  # imports torch: only when needed
 
-        return lambda params: {"cpu": cpus, "gpu": gpu_fraction(configs[params["cell_id"]])}
+        return lambda params: {
+            "cpu": cpus,
+            "gpu": gpu_fraction(configs[params["cells"][0]], len(params["cells"])),
+        }
     if gpus > 0 and have_gpu == 0:
         raise UserError(
             f"resources.gpus={gpus:g} per trial but the Ray cluster has no GPU; "
@@ -202,18 +251,32 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayReso
 def _trainable(
     params: dict[str, Any], configs: dict[str, dict[str, Any]], trial_fn: TrialFn
 ) -> None:
-    """One Tune trial (worker side): train one cell, report each epoch and the result."""
-    config = TrialConfig.from_dict(configs[params["cell_id"]])
+    """One Tune trial (worker side): train one cell or a pack, report per cell.
 
-    def on_epoch(record: EpochRecord) -> None:
-        tune.report({"rbo_epoch": json.dumps(dataclasses.asdict(record))})
+    A pack trains fused (`run_packed`) with the real trainer; an injected `trial_fn` (tests)
+    trains a pack's cells one after another.
+    """
+    ids = params["cells"]
+    cells = [TrialConfig.from_dict(configs[cell_id]) for cell_id in ids]
 
-    result = trial_fn(config, on_epoch)
-    tune.report({"rbo_result": json.dumps(result.to_dict())})
+    def on_epoch(k: int, record: EpochRecord) -> None:
+        tune.report({"cell": ids[k], "rbo_epoch": json.dumps(dataclasses.asdict(record))})
+
+    def on_result(k: int, result: TrialResult) -> None:
+        tune.report({"cell": ids[k], "rbo_result": json.dumps(result.to_dict())})
+
+    if len(cells) > 1 and trial_fn is default_trial_fn:
+        from robustbench_opt.packed import run_packed
+
+        run_packed(cells, on_epoch, on_result)
+        return
+    for k, config in enumerate(cells):
+        on_result(k, trial_fn(config, lambda record, k=k: on_epoch(k, record)))
 
 
 def _fit(
     configs: dict[str, TrialConfig],
+    feed: _TaskFeed,
     resources: RayResources,
     max_concurrent: int | None,
     trial_fn: TrialFn,
@@ -232,9 +295,11 @@ def _fit(
     try:
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
-            param_space={"cell_id": tune.grid_search(list(configs))},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent or 0, reuse_actors=True
+                search_alg=feed,
+                num_samples=-1,  # until the feed says FINISHED
+                max_concurrent_trials=max_concurrent or 0,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -267,15 +332,15 @@ class _Recorder(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k not in ("store", "stream")}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        cell_id = trial.config["cell_id"]
-        self.store.record_start(self.study, cell_id)
-        self.running.add(cell_id)
+        for cell_id in trial.config["cells"]:
+            self.store.record_start(self.study, cell_id)
+            self.running.add(cell_id)
         self._show()
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        cell_id = trial.config["cell_id"]
+        cell_id = result.get("cell")
         if "rbo_epoch" in result:
             record = EpochRecord(**json.loads(result["rbo_epoch"]))
             self.store.record_epoch(self.study, cell_id, record)
@@ -286,12 +351,15 @@ class _Recorder(tune.Callback):
             self._end(cell_id, DIVERGED if outcome.status == "diverged" else DONE)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        cell_id = trial.config["cell_id"]
-        if cell_id not in self.finished:
-            self._fail(cell_id, "trial ended without reporting a result", "")
+        for cell_id in trial.config["cells"]:
+            if cell_id not in self.finished:
+                self._fail(cell_id, "trial ended without reporting a result", "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._fail(trial.config["cell_id"], *_error_of(trial))
+        error = _error_of(trial)
+        for cell_id in trial.config["cells"]:  # a pack's finished cells stay finished
+            if cell_id not in self.finished:
+                self._fail(cell_id, *error)
 
     def close(self) -> None:
         if self.tty:

@@ -1,4 +1,5 @@
-"""Trial packing: how much of one GPU a trial should take (Ray fractional GPUs, `gpus: auto`).
+"""Trial packing: how much of one GPU a trial should take (Ray fractional GPUs, `gpus: auto`),
+and how many cells fit in one packed trial (`cells_per_pack`).
 
 A small trial leaves most of a GPU idle, so several of them can share it. The rule, from the
 model's size on the trial's data set (parameters and per-image activations, measured by one
@@ -17,6 +18,8 @@ A study that names a fraction in `resources.gpus` uses that instead (the runner 
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,6 +29,7 @@ from torch import nn
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.errors import unknown
 from robustbench_opt.models import build_model
+from robustbench_opt.spec import Resources
 
 SATURATING_WORK = 2**28  # activation elements per step from which one trial keeps a GPU busy
 REFERENCE_GPU_BYTES = 16 * 2**30  # memory of the smallest GPU we plan for (T4, V100-16GB)
@@ -114,6 +118,36 @@ def estimate(config: TrialConfig) -> Estimate:
     return Estimate(size, step_work, memory, k)
 
 
-def gpu_fraction(config: TrialConfig) -> float:
-    """Fraction of one GPU the trial should take: 1, 1/2, 1/4 or 1/8 (see module docstring)."""
-    return estimate(config).fraction
+def gpu_fraction(config: TrialConfig, cells: int = 1) -> float:
+    """Fraction of one GPU a trial of `cells` packed cells should take: 1, 1/2, 1/4 or 1/8
+    (see module docstring; a pack counts as `cells` trials)."""
+    per_gpu = estimate(config).trials_per_gpu
+    return min(1.0, 2.0 ** math.ceil(math.log2(cells / per_gpu))) if cells < per_gpu else 1.0
+
+
+def cells_per_pack(config: TrialConfig, resources: Resources, slots: int) -> int:
+    """How many cells of `config`'s kind fit in one trial's memory: per cell, weights,
+    gradients, optimizer state and activations at the batch size; once per trial, the process
+    overhead and the data. The budget is one GPU's share (`REFERENCE_GPU_BYTES` x the study's
+    GPU fraction) when trials get GPUs, else this machine's available RAM per slot."""
+    est = estimate(config)
+    per_cell = STATE_COPIES * 4 * est.footprint.params + 2 * 4 * est.step_work
+    shared = est.memory_bytes - per_cell
+    gpus = resources.gpus
+    if gpus == "auto" or gpus > 0:
+        budget = REFERENCE_GPU_BYTES * (1.0 if gpus == "auto" else float(gpus))
+    else:
+        budget = available_ram() / max(1, slots)
+    return max(1, int((budget - shared) // per_cell))
+
+
+def available_ram() -> int:
+    """Bytes of memory available to new processes (MemAvailable; total RAM if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
