@@ -141,7 +141,7 @@ class Pack:
         def one(params: dict, buffers: dict, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             with autocast():
                 logits = functional_call(self.template, (params, buffers), (x,))
-            return F.cross_entropy(logits.float(), y), logits
+            return F.cross_entropy(_upcast(logits), y), logits
 
         fused = vmap(one, randomness="different")
         return fused(self.params, self.buffers, inputs, targets)
@@ -205,7 +205,7 @@ class Pack:
         seen = 0
         with torch.no_grad():
             for inputs, targets in batches:
-                logits = fused(self.params, self.buffers, inputs).float()
+                logits = _upcast(fused(self.params, self.buffers, inputs))
                 repeated = targets.expand(k, -1)
                 losses = F.cross_entropy(logits.transpose(1, 2), repeated, reduction="none")
                 loss_sum += losses.sum(dim=1).double()
@@ -213,6 +213,12 @@ class Pack:
                 seen += targets.shape[0]
         self.template.train()
         return (loss_sum / seen).tolist(), (correct.double() / seen).tolist()
+
+
+def _upcast(logits: Tensor) -> Tensor:
+    """Low-precision (autocast) logits to float32 for the loss, as `run_trial` does; float64
+    stays float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _tensors(model: nn.Module) -> dict[str, Tensor]:
