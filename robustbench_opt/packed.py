@@ -29,10 +29,10 @@ How (DESIGN.md, "Packed cells"):
   cannot run packed (an op without a batching rule, an optimizer that needs a closure such as
   L-BFGS), every cell falls back to an ordinary `run_trial`, with a note saying why.
 
-Speed options: the device-resident data path and bf16 autocast (CUDA) apply as in `run_trial`;
-channels_last and `compile` are not applied to a pack (a note says so): a vmapped conv runs as
-one grouped conv over K x C channels whose layout the per-cell format does not control, and
-torch.compile of the vmapped functional call is not supported by this trainer yet.
+Speed options: the device-resident data path, bf16 autocast (CUDA) and `compile` (of the fused
+vmapped forward; checked on CPU to match eager, BatchNorm statistics and the SAM second pass
+included) apply as in `run_trial`. channels_last is not applied (a note says so): a vmapped conv
+runs as one grouped conv over K x C channels whose layout the per-cell format does not control.
 """
 
 from __future__ import annotations
@@ -111,11 +111,16 @@ class Pack:
     optimizers built over `models[k].parameters()` update the stack in place.
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(
+        self, models: Sequence[nn.Module], autocast: Autocast = nullcontext, compile: bool = False
+    ):
         self.template = copy.deepcopy(models[0]).to("meta")
+        self.autocast = autocast
         self.models: list[nn.Module] = []
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
+        fused = vmap(self._loss, randomness="different")
+        self._fused = torch.compile(fused) if compile else fused
         self.restack(models)
 
     def restack(self, models: Sequence[nn.Module]) -> None:
@@ -132,19 +137,16 @@ class Pack:
             stacked = {k: v.detach()[j] for k, v in {**params, **buffers}.items()}
             _repoint(model, stacked)
 
-    def forward(
-        self, inputs: Tensor, targets: Tensor, autocast: Autocast = nullcontext
-    ) -> tuple[Tensor, Tensor]:
+    def _loss(self, params: dict, buffers: dict, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One cell's mean cross-entropy and logits (vmapped over the cells by `forward`)."""
+        with self.autocast():
+            logits = functional_call(self.template, (params, buffers), (x,))
+        return F.cross_entropy(_upcast(logits), y), logits
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell mean cross-entropy [K] and logits [K, B, classes] for per-cell batches
         `inputs` [K, B, ...] and `targets` [K, B] (labels) or [K, B, classes] (soft labels)."""
-
-        def one(params: dict, buffers: dict, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            with autocast():
-                logits = functional_call(self.template, (params, buffers), (x,))
-            return F.cross_entropy(_upcast(logits), y), logits
-
-        fused = vmap(one, randomness="different")
-        return fused(self.params, self.buffers, inputs, targets)
+        return self._fused(self.params, self.buffers, inputs, targets)
 
     def backward(self, loss: Tensor) -> None:
         """Backward of the summed per-cell losses; each model's parameter gradients become views
@@ -162,14 +164,13 @@ class Pack:
         optimizers: Sequence[BuiltOptimizer],
         inputs: Tensor,
         targets: Tensor,
-        autocast: Autocast = nullcontext,
     ) -> tuple[Tensor, Tensor]:
         """One optimizer step of every cell (`optim.optimizer_step`'s semantics, fused);
         returns the first pass's per-cell losses [K] and logits, detached."""
         self.template.train()
         for built in optimizers:
             built.optimizer.zero_grad(set_to_none=True)
-        loss, logits = self.forward(inputs, targets, autocast)
+        loss, logits = self.forward(inputs, targets)
         self.backward(loss)
         two_pass = [built.info.two_pass for built in optimizers]
         if not any(two_pass):
@@ -181,21 +182,19 @@ class Pack:
         for built in optimizers:  # the SAM family's protocol: ascend to w + e, zero the grads
             built.optimizer.first_step(zero_grad=True)
         with frozen_running_stats(self.template):
-            perturbed, _ = self.forward(inputs, targets, autocast)
+            perturbed, _ = self.forward(inputs, targets)
         self.backward(perturbed)
         for built in optimizers:  # restore w, base step with the gradient at w + e
             built.optimizer.second_step()
         return loss.detach(), logits.detach()
 
-    def evaluate(
-        self, batches: Iterable[tuple[Tensor, Tensor]], autocast: Autocast = nullcontext
-    ) -> tuple[list[float], list[float]]:
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[list[float], list[float]]:
         """Per-cell mean cross-entropy and accuracy over shared `batches`, in eval mode."""
         self.template.eval()
         k = len(self.models)
 
         def one(params: dict, buffers: dict, x: Tensor) -> Tensor:
-            with autocast():
+            with self.autocast():
                 return functional_call(self.template, (params, buffers), (x,))
 
         fused = vmap(one, in_dims=(0, 0, None))
@@ -304,7 +303,7 @@ def run_packed(
     autocast = _autocast(recipe, device, autocast_notes)
     for cell in cells:
         cell.notes.extend(autocast_notes)
-    pack = Pack([cell.model for cell in cells])
+    pack = Pack([cell.model for cell in cells], autocast, recipe.compile)
     epochs = epochs_to_run(recipe, cells[0].built.info.two_pass)
     if epochs != recipe.epochs:
         for cell in cells:
@@ -330,16 +329,12 @@ def run_packed(
             break
         epoch_start = time.perf_counter()
         lrs = [_start_epoch(cell, recipe, epoch, epochs) for cell in active]
-        stats = _train_epoch(pack, active, splits, recipe, device, epoch, autocast)
+        stats = _train_epoch(pack, active, splits, recipe, device, epoch)
         pack.restack([cell.model for cell in active])  # cells that stopped mid-epoch come back
-        test = pack.evaluate(
-            eval_batches(splits.test_x, splits.test_y, splits, eval_size, device), autocast
-        )
+        test = pack.evaluate(eval_batches(splits.test_x, splits.test_y, splits, eval_size, device))
         val = None
         if splits.val_x is not None:
-            val = pack.evaluate(
-                eval_batches(splits.val_x, splits.val_y, splits, eval_size, device), autocast
-            )
+            val = pack.evaluate(eval_batches(splits.val_x, splits.val_y, splits, eval_size, device))
         seconds = time.perf_counter() - epoch_start
         for j, cell in enumerate(active):
             train_loss, train_acc, first_loss = stats[j]
@@ -397,7 +392,7 @@ def _new_cell(
     if recipe.channels_last:
         notes.append("channels_last ignored: not applied to a packed (vmapped) model")
     if recipe.compile:
-        notes.append("compile ignored: torch.compile is not applied to a packed model")
+        notes.append("compile: the fused (vmapped) forward is compiled once per pack size")
     plateau = None
     if recipe.schedule == "plateau":
         plateau = ReduceLROnPlateau(
@@ -448,7 +443,6 @@ def _train_epoch(
     recipe: Recipe,
     device: torch.device,
     epoch: int,
-    autocast: Autocast,
 ) -> list[tuple[float, float, float]]:
     """One epoch of every cell: (mean train loss, train accuracy, first batch loss) per cell.
 
@@ -472,7 +466,7 @@ def _train_epoch(
         inputs = torch.stack([x for x, _ in batches])
         targets = stack_targets([y for _, y in batches], splits.num_classes)
         rows = torch.tensor(training, device=device)
-        losses, logits = pack.step([cells[j].built for j in training], inputs, targets, autocast)
+        losses, logits = pack.step([cells[j].built for j in training], inputs, targets)
         labels = targets if targets.ndim == 2 else targets.argmax(dim=2)
         size = targets.shape[1]
         loss_sum.index_add_(0, rows, losses.double() * size)
