@@ -9,7 +9,15 @@
   torch.compile) as the trial would use them.
 
 Both train the same model from the same initial weights with the same optimizer, batch size and
-augmentation. Each path is built and runs `warmup` untimed epochs (worker start-up, cuDNN
+augmentation.
+
+`bench_pack` times K grid cells (lr spread around the config's, seeds config.seed + i) two ways
+in the same run: `sequential`, one cell after another, each with its own model and optimizer
+(`optimizer_step`), and `packed`, the same K cells as one `packed.Pack` (one vmapped
+forward/backward per step). Both draw each cell's batches from its own seed on the trial's data
+path. `synthetic_splits` makes CIFAR-shaped random images in memory, so it needs no download.
+
+Each path is built and runs `warmup` untimed epochs (worker start-up, cuDNN
 autotuning, compilation; its peak memory is measured here, before the other path exists). The
 `epochs` timed epochs then alternate between the paths, each ending with a device
 synchronisation, and the median epoch is reported: load from other processes hits both paths
@@ -18,6 +26,8 @@ alike and a burst of it moves the median less than the mean.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import resource
@@ -36,21 +46,25 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from robustbench_opt.config import TrialConfig, check_recipe
-from robustbench_opt.data import DataSplits, load_splits
-from robustbench_opt.data.device import device_batches
+from robustbench_opt.data import DataSplits, load_splits, train_batches
+from robustbench_opt.data.device import device_batches, use_device_path
 from robustbench_opt.data.loader import MAX_WORKERS
 from robustbench_opt.data.transforms import batch_cutmix, image_transform
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
 from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
+from robustbench_opt.packed import Pack, stack_targets
 from robustbench_opt.train import (
     describe_device,
     package_versions,
     pick_device,
+    seed_everything,
     use_channels_last,
 )
 
 PATHS = ("plain", "device")
+PACK_PATHS = ("sequential", "packed")
+LR_SPREAD = (1.0, 2.0, 0.5)  # cell i of a benchmarked pack trains at lr * LR_SPREAD[i % 3]
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]  # epoch (1-based) -> batches
 
 
@@ -143,9 +157,20 @@ def _rss_bytes() -> int:
         return peak if platform.system() == "Darwin" else peak * 1024
 
 
+def _release_freed() -> None:
+    """Hand freed heap pages back to the OS (glibc `malloc_trim`), so a path's resident-set
+    growth is not hidden by pages an earlier path freed; a no-op without glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Memory:
     """Peak memory growth while a path is built and warmed up, before the other path runs:
-    CUDA max allocated, or the process's resident set (DataLoader workers not included)."""
+    CUDA max allocated, or the process's resident set (DataLoader workers not included) after
+    freed heap pages went back to the OS."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
@@ -155,6 +180,7 @@ class _Memory:
             torch.cuda.reset_peak_memory_stats(device)
             self.start = torch.cuda.memory_allocated(device)
         else:
+            _release_freed()
             self.start = _rss_bytes()
         self.peak = self.start
 
@@ -181,7 +207,7 @@ class _Path:
 
     name: str
     run_epoch: Callable[[int], int]  # 1-based epoch -> training images
-    options: dict[str, bool]
+    options: dict[str, Any]
     workers: int
     memory_bytes: int
     memory_kind: str
@@ -279,6 +305,13 @@ def bench(config: TrialConfig, epochs: int = 3, warmup: int = 1) -> list[BenchRe
     splits = load_splits(config.dataset, config.data_dir, config.download, config.val_fraction)
     _prime(config, splits, device)
     paths = [prepare_path(name, config, splits, device, warmup) for name in PATHS]
+    return _timed(paths, config, device, epochs, warmup)
+
+
+def _timed(
+    paths: list[_Path], config: TrialConfig, device: torch.device, epochs: int, warmup: int
+) -> list[BenchRecord]:
+    """Timed epochs alternating between `paths`; records with speedups over the first."""
     times: dict[str, list[float]] = {path.name: [] for path in paths}
     images = dict.fromkeys(times, 0)
     for epoch in range(warmup + 1, warmup + epochs + 1):
@@ -311,3 +344,103 @@ def bench(config: TrialConfig, epochs: int = 3, warmup: int = 1) -> list[BenchRe
         )
     base = records[0].images_per_s
     return [replace(r, speedup=r.images_per_s / base) for r in records]
+
+
+def synthetic_splits(images: int, seed: int = 0) -> DataSplits:
+    """CIFAR-shaped data made in memory: `images` random uint8 3x32x32 training images with
+    labels in 10 classes, and a 512-image test split (timing only, nothing to learn)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (images + 512, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    y = torch.randint(0, 10, (images + 512,), generator=generator)
+    return DataSplits(
+        name="synthetic-cifar", num_classes=10, in_channels=3, image_size=32,
+        mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29),
+        train_x=x[:images], train_y=y[:images], test_x=x[images:], test_y=y[images:],
+    )  # fmt: skip
+
+
+def pack_configs(config: TrialConfig, cells: int) -> list[TrialConfig]:
+    """The benchmarked grid cells: lr * LR_SPREAD[i % 3], seed config.seed + i."""
+    return [
+        replace(config, lr=config.lr * LR_SPREAD[i % len(LR_SPREAD)], seed=config.seed + i)
+        for i in range(cells)
+    ]
+
+
+def prepare_pack_path(
+    name: str,
+    configs: list[TrialConfig],
+    splits: DataSplits,
+    device: torch.device,
+    warmup: int,
+) -> _Path:
+    """Builds K models and optimizers (as `run_trial` seeds them), for `name` ("sequential" or
+    "packed"), runs `warmup` epochs and measures memory."""
+    recipe = replace(
+        configs[0].recipe, data_on_device=use_device_path(splits, configs[0].recipe, device)
+    )
+    memory = _Memory(device)
+    models, optimizers = [], []
+    for config in configs:
+        seed_everything(config.seed)
+        model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
+        models.append(model.to(device))
+        optimizers.append(
+            build_optimizer(
+                models[-1].parameters(),
+                config.optimizer,
+                config.lr,
+                config.weight_decay,
+                config.optimizer_kwargs,
+            )
+        )
+    pack = Pack(models) if name == "packed" else None
+
+    def streams(epoch: int) -> list[Iterable[tuple[Tensor, Tensor]]]:
+        return [train_batches(splits, recipe, device, c.seed, epoch) for c in configs]
+
+    def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
+        seen = 0
+        if pack is None:
+            for model, built, batches in zip(models, optimizers, streams(epoch), strict=True):
+                seen += _train(
+                    model, model, built, batches, torch.contiguous_format, nullcontext, sample
+                )
+            return seen
+        for batches in zip(*streams(epoch), strict=True):
+            inputs = torch.stack([x for x, _ in batches])
+            targets = stack_targets([y for _, y in batches], splits.num_classes)
+            pack.step(optimizers, inputs, targets)
+            seen += targets.shape[0] * targets.shape[1]
+            if sample is not None:
+                sample()
+        return seen
+
+    for epoch in range(1, warmup + 1):
+        run_epoch(epoch, memory.sample)
+    _synchronize(device)
+    options = {"cells": len(configs), "data_on_device": bool(recipe.data_on_device)}
+    return _Path(name, run_epoch, options, 0, memory.result(), memory.kind)
+
+
+def bench_pack(
+    config: TrialConfig,
+    cells: int,
+    epochs: int = 3,
+    warmup: int = 1,
+    splits: DataSplits | None = None,
+) -> list[BenchRecord]:
+    """K cells one after another against the same K cells packed, in the same run; `speedup`
+    is relative to the sequential path. `splits` default to the config's data set."""
+    check_recipe(config.recipe)
+    if warmup < 1:
+        raise UserError(f"warmup must be at least 1 epoch, got {warmup}; use --warmup 1 or more")
+    if cells < 1:
+        raise UserError(f"a pack needs at least 1 cell, got {cells}; use --pack 1 or more")
+    device = pick_device(config.device)
+    if splits is None:
+        splits = load_splits(config.dataset, config.data_dir, config.download, config.val_fraction)
+    _prime(config, splits, device)
+    configs = pack_configs(config, cells)
+    paths = [prepare_pack_path(name, configs, splits, device, warmup) for name in PACK_PATHS]
+    return _timed(paths, config, device, epochs, warmup)

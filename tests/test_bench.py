@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from robustbench_opt.bench import bench, plain_batches
+from robustbench_opt.bench import bench, bench_pack, plain_batches, synthetic_splits
 from robustbench_opt.cli import main
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.data import load_splits
@@ -79,3 +79,32 @@ def test_bench_on_cuda_uses_the_speed_options_and_cuda_memory():
     assert ours.options == {"channels_last": True, "amp_bf16": True, "compile": False}
     assert not any(plain.options.values()) and ours.peak_memory_bytes > 0
     assert ours.device.startswith("cuda")
+
+
+def test_bench_pack_times_k_cells_one_after_another_and_packed_on_equal_work():
+    sequential, packed = bench_pack(_config(batch_size=256), cells=2, epochs=1, warmup=1)
+    assert (sequential.path, packed.path) == ("sequential", "packed")
+    assert sequential.images == packed.images == 2 * (1438 // 256 * 256)  # both cells' batches
+    assert sequential.speedup == 1.0
+    assert packed.speedup == pytest.approx(packed.images_per_s / sequential.images_per_s)
+    assert packed.options["cells"] == 2 and packed.peak_memory_bytes >= 0
+    assert sequential.memory_kind == "cpu peak rss delta"
+
+
+def test_synthetic_cifar_shaped_splits_need_no_download():
+    splits = synthetic_splits(64)
+    assert splits.train_x.shape == (64, 3, 32, 32) and splits.train_x.dtype == torch.uint8
+    assert splits.num_classes == 10 and len(splits.test_y) == 512
+    assert torch.equal(synthetic_splits(64).train_x, splits.train_x)  # seeded
+
+
+def test_cli_bench_pack_on_synthetic_data_and_its_errors(capsys):
+    args = ["bench", "--pack", "2", "--synthetic", "128", "--epochs", "1", "--batch-size", "64"]
+    assert main([*args, "--device", "cpu", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in records] == ["sequential", "packed"]
+    assert all(r["images"] == 2 * 128 for r in records)
+    assert main(["bench", "--synthetic", "128"]) == 2
+    assert "--synthetic only applies with --pack K" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--pack", "0"])
