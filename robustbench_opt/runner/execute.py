@@ -323,7 +323,7 @@ class _Recorder(tune.Callback):
         self.running: set[str] = set()
         self.finished: dict[str, str] = {}  # cell id -> done | diverged | failed
         self.failed: dict[str, str] = {}  # cell id -> error
-        self.trial_seconds = 0.0
+        self.task_seconds: dict[str, float] = {}  # Ray trial id -> its longest cell's seconds
         self.started = time.monotonic()
         self.tty = stream.isatty()
 
@@ -347,7 +347,9 @@ class _Recorder(tune.Callback):
         if "rbo_result" in result:
             outcome = TrialResult.from_dict(json.loads(result["rbo_result"]))
             self.store.record_result(self.study, cell_id, outcome)
-            self.trial_seconds += outcome.wall_seconds
+            # A pack's cells each report the pack's time so far: count the trial once.
+            seconds = max(self.task_seconds.get(trial.trial_id, 0.0), outcome.wall_seconds)
+            self.task_seconds[trial.trial_id] = seconds
             self._end(cell_id, DIVERGED if outcome.status == "diverged" else DONE)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -360,6 +362,11 @@ class _Recorder(tune.Callback):
         for cell_id in trial.config["cells"]:  # a pack's finished cells stay finished
             if cell_id not in self.finished:
                 self._fail(cell_id, *error)
+
+    @property
+    def trial_seconds(self) -> float:
+        """Summed wall time of the finished trials (a pack counted once)."""
+        return sum(self.task_seconds.values())
 
     def close(self) -> None:
         if self.tty:
