@@ -82,6 +82,30 @@ def test_real_training_on_digits(tmp_path: Path, make_study) -> None:
     assert trial.intermediate_values == {1: row["final_test_acc"]}
 
 
+def test_packed_study_records_each_cell_as_its_unpacked_trial_would(tmp_path: Path, make_study):
+    """Three adam cells as one packed Ray trial (the real trainer) against the same cells
+    trained one per trial: each cell lands once, says it ran packed, and measures the same
+    within the whole-trial float32 tolerance of tests/test_packed.py."""
+    frames, notes = {}, {}
+    for packing in ("off", 3):
+        path = make_study("pk", [0.01, 0.003, 0.001], optimizers=["adam"],
+                          recipe={"epochs": 2, "batch_size": 64},
+                          resources={"cpus": 1, "gpus": 0, "packing": packing})  # fmt: skip
+        spec = load_study(path)
+        store = Store(f"sqlite:///{tmp_path / f'{packing}.db'}")
+        outcome = run_plan(store, spec, make_plan(store, spec, "pk"))
+        assert outcome.failed == {} and outcome.tasks == (3 if packing == "off" else 1)
+        assert complete_per_cell(store, "pk") == Counter(outcome.claimed)
+        frames[packing] = store.cells_frame("pk").set_index("cell_id").sort_index()
+        trials = optuna.load_study(study_name="pk", storage=store.optuna_storage).trials
+        notes[packing] = [" ".join(t.user_attrs["record"]["notes"]) for t in trials]
+    assert all("packed: trained in one process with 3 cells" in n for n in notes[3])
+    assert not any("packed" in n for n in notes["off"])
+    off, packed = frames["off"], frames[3]
+    assert list(off.index) == list(packed.index) and (packed["state"] == "done").all()
+    assert (off["final_test_acc"] - packed["final_test_acc"]).abs().max() <= 0.01
+
+
 def test_gpu_request_without_gpu_is_refused_before_any_write(tmp_path: Path, make_study) -> None:
     db = tmp_path / "r.db"
     store = Store(f"sqlite:///{db}")
