@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -44,6 +45,8 @@ TrialFn = Callable[[TrialConfig, Callable[[EpochRecord], None]], TrialResult]
 # the study's own request that this is derived from.
 RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
 PREFLIGHT_TIMEOUT_S = 120.0  # a node that cannot start a tiny task in this time is not usable
+LOG_EVERY_S = 30.0  # off a terminal, a progress line at most this often ...
+LOG_EVERY_SHARE = 0.01  # ... or when another 1% of the cells finished, and at the end
 
 
 def default_trial_fn(config: TrialConfig, on_epoch: Callable[[EpochRecord], None]) -> TrialResult:
@@ -326,6 +329,7 @@ class _Recorder(tune.Callback):
         self.task_seconds: dict[str, float] = {}  # Ray trial id -> its longest cell's seconds
         self.started = time.monotonic()
         self.tty = stream.isatty()
+        self.logged_at, self.logged_finished = -math.inf, -1  # last line off a terminal
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config for restores, which we never do: drop the live handles."""
@@ -384,6 +388,18 @@ class _Recorder(tune.Callback):
         self._show()
 
     def _show(self) -> None:
+        """The progress line: redrawn in place on a terminal; elsewhere (logs) at a bounded
+        rate, every LOG_EVERY_S seconds or LOG_EVERY_SHARE of the cells, and the last one."""
+        now, n = time.monotonic(), len(self.finished)
+        if not self.tty:
+            due = (
+                now - self.logged_at >= LOG_EVERY_S
+                or n - self.logged_finished >= max(1, LOG_EVERY_SHARE * self.total)
+                or n == self.total
+            )
+            if not due:
+                return
+            self.logged_at, self.logged_finished = now, n
         states = list(self.finished.values())
         diverged, failed = states.count(DIVERGED), states.count(FAILED)
         left = self.total - len(states) - len(self.running)

@@ -102,3 +102,19 @@ def test_bad_packing_setting_is_one_line_naming_the_choices(make_study, packing)
     path = make_study("p", [0.1], resources={"cpus": 1, "packing": packing})
     with pytest.raises(UserError, match=r"resources\.packing.*expected auto, off or the most"):
         load_study(path)
+
+
+def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
+    """10,000 cells finishing quickly print about 100 lines, not 20,000; the last always."""
+    from robustbench_opt.runner.execute import _Recorder
+    from robustbench_opt.states import DONE
+
+    log = tmp_path / "progress.log"
+    with open(log, "w") as stream:
+        recorder = _Recorder(store=None, study="big", total=10_000, stream=stream)
+        for k in range(10_000):
+            recorder.running.add(str(k))
+            recorder._end(str(k), DONE)
+    lines = log.read_text().splitlines()
+    assert 95 <= len(lines) <= 102, len(lines)
+    assert lines[-1].startswith("big: 10000/10000 done (0 diverged), 0 running, 0 failed")
