@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -283,11 +284,19 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
     proc = drive(driver_script, fake, *args)
     wait_for_a_recorded_cell(proc, url, "interrupted")
     os.killpg(proc.pid, signal.SIGINT)
-    code, _, err = finish(proc)
+    code, out, err = finish(proc)
     assert code != 0 and "Traceback" not in err
+    summary = re.search(r"trained (\d+) cells in", out + err)  # what it really finished
+    stopped = re.search(r"stopped early: (\d+) claimed cells did not finish and were released", err)
     frame = Store(url).cells_frame("interrupted")
     assert "running" not in set(frame["state"]) and "done" in set(frame["state"])
     recorded = set(frame.loc[frame["state"] == "done", "cell_id"])
+    assert summary or "interrupted" in err  # Tune stopped cleanly, or Ctrl-C hit our own code
+    if summary:  # it counts only the finished cells, and names the released ones apart
+        assert int(summary.group(1)) == len(recorded)
+        interrupted = frame["error"].eq("run interrupted before this cell finished").sum()
+        assert stopped and int(stopped.group(1)) == interrupted
+        assert "run interrupted before this cell finished" not in err  # not listed as failed
 
     code, _, err = finish(drive(driver_script, fake, *args))
     assert code == 0, err

@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         check_data(spec.dataset, spec.data_dir, spec.download)
     store = store or Store(url)
+    released: list[str] = []
     if not plan.to_run:
         if plan.busy:
             print(f"nothing to train: the {plan.busy} unfinished cells are claimed by another run")
@@ -112,14 +113,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run_plan(
             store, spec, plan, address=args.address, max_concurrent=args.max_concurrent
         )
-        print(run_summary(len(outcome.claimed), outcome.wall_seconds, outcome.trial_seconds))
+        print(run_summary(outcome.finished, outcome.wall_seconds, outcome.trial_seconds))
+        released = outcome.released
+        if released:
+            print(
+                f"stopped early: {len(outcome.released)} claimed cells did not finish and were "
+                "released (a rerun trains them); finished cells are kept",
+                file=sys.stderr,
+            )
     frame = store.cells_frame(study)
     if frame["state"].isin(FINISHED).any():
         print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
     else:
         print("no finished cells yet")
     _print_where(study, url)
-    failed = frame[frame["state"] == FAILED]
+    failed = frame[(frame["state"] == FAILED) & ~frame["cell_id"].isin(released)]
     for row in failed.itertuples():
         print(
             f"failed: cell {row.cell_id} ({row.optimizer}, {row.variant}, lr={row.lr:g}, "
@@ -128,8 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if len(failed):
         print(f"{len(failed)} cells failed; run again to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if len(failed) or released else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

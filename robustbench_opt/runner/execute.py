@@ -60,8 +60,10 @@ def default_trial_fn(config: TrialConfig, on_epoch: Callable[[EpochRecord], None
 class Outcome:
     """What a run did."""
 
-    claimed: list[str]  # cell ids this run trained (or tried to)
+    claimed: list[str]  # cell ids this run claimed (trained, or tried to)
     tasks: int = 0  # Ray trials: single cells and packs
+    finished: int = 0  # cells this run recorded done or diverged
+    released: list[str] = field(default_factory=list)  # claimed, unfinished, given back at the end
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
     recovered: list[str] = field(default_factory=list)  # cells freed from dead runs
     wall_seconds: float = 0.0  # whole run, Ray start included
@@ -113,11 +115,13 @@ def run_plan(
             )
             recorder.close()
             outcome.tasks = feed.handed_out
+            outcome.finished = sum(s != FAILED for s in recorder.finished.values())
             outcome.failed = recorder.failed
             outcome.trial_seconds = recorder.trial_seconds
         finally:
             beat.stop()
-            store.release(run_id)
+            released = store.release(run_id)
+        outcome.released = released
     finally:
         if ray_started:
             ray.shutdown()
