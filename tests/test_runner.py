@@ -41,7 +41,9 @@ def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     assert make_plan(store, spec, "four").to_run == []
     [trial, *_] = optuna.load_study(study_name="four", storage=store.optuna_storage).trials
     assert trial.user_attrs["record"]["device"].startswith("fake@")  # ran in a Ray worker
-    assert "4/4 done" in (tmp_path / "p").read_text()
+    progress = (tmp_path / "p").read_text()
+    assert "4/4 done" in progress and "2/2 trials started" in progress  # packs of adam, sgd
+    assert outcome.tasks == 2
 
 
 def test_failed_cell_is_recorded_then_retried_alone(

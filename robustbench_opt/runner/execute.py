@@ -104,6 +104,7 @@ def run_plan(
             feed = _TaskFeed(store, plan.study, run_id, tasks)
             outcome = Outcome(feed.claimed, recovered=recovered.failed)
             recorder = _Recorder(store, plan.study, len(configs), progress or sys.stderr)
+            recorder.trials = lambda: f"{feed.handed_out}/{len(tasks)} trials started"
             _fit(
                 configs,
                 feed,
@@ -334,6 +335,7 @@ class _Recorder(tune.Callback):
         self.started = time.monotonic()
         self.tty = stream.isatty()
         self.logged_at, self.logged_finished = -math.inf, -1  # last line off a terminal
+        self.trials: Callable[[], str] = lambda: "?/? trials started"  # set by run_plan
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config for restores, which we never do: drop the live handles."""
@@ -410,7 +412,7 @@ class _Recorder(tune.Callback):
         line = (
             f"{self.study}: {states.count(DONE) + diverged}/{self.total} done "
             f"({diverged} diverged), {len(self.running)} running, {failed} failed, "
-            f"{left} left, ETA {self._eta()}"
+            f"{left} left, {self.trials()}, ETA {self._eta()}"
         )
         self.stream.write("\r\033[K" + line if self.tty else line + "\n")
         self.stream.flush()

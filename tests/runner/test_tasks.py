@@ -117,4 +117,4 @@ def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
             recorder._end(str(k), DONE)
     lines = log.read_text().splitlines()
     assert 95 <= len(lines) <= 102, len(lines)
-    assert lines[-1].startswith("big: 10000/10000 done (0 diverged), 0 running, 0 failed")
+    assert lines[-1].startswith("big: 10000/10000 done (0 diverged), 0 running, 0 failed, 0 left")
