@@ -78,7 +78,7 @@ def test_missing_cells_show_a_dash():
     assert table_rows(lr_wd_table(cells, "proposed", chance=0.1))[-1][-1] == "-"
 
 
-def test_ambiguous_tables_ask_for_the_missing_flag():
+def test_ambiguous_tables_ask_for_the_missing_setting():
     t3 = cells_from("paper_table3")
     with pytest.raises(UserError, match=r"several weight_decay values .*set weight_decay"):
         lr_optimizer_table(t3, chance=0.1)
@@ -90,6 +90,6 @@ def test_ambiguous_tables_ask_for_the_missing_flag():
     with pytest.raises(UserError, match="unknown optimizer 'propsed'; did you mean 'proposed'"):
         lr_wd_table(t3, "propsed", chance=0.1)
     two = pd.concat([t3, t3.assign(variant="cutmix")])
-    with pytest.raises(UserError, match="several variant values .*--variant"):
+    with pytest.raises(UserError, match="several variant values .*set variant to one of them"):
         lr_wd_table(two, "proposed", chance=0.1)
     assert table_rows(lr_wd_table(two, "proposed", variant="cutmix", chance=0.1))[1][1] == "96.32"
