@@ -143,6 +143,7 @@ class TrialResult:
     wall_seconds: float
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what the trial changed or ignored, and why
+    host: str = ""  # the machine (on a cluster: the node or container) that trained it
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -445,4 +445,5 @@ def _result(
         wall_seconds=time.perf_counter() - start,
         config=config.to_dict(),
         notes=notes,
+        host=platform.node(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -
     assert set(first.versions) == packages
     assert first.versions["torch"] == torch.__version__
     assert first.device.startswith("cpu")
+    assert first.host == platform.node()  # on a cluster: which node trained it
     assert first.weight_decay_mode == "l2"  # torch Adam: decay enters the gradient
     assert first.optimizer_kwargs  # resolved keywords (betas, eps, ...) are recorded
     assert TrialConfig.from_dict(first.config) == config
