@@ -8,6 +8,7 @@ import os
 import sys
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
@@ -70,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if (not args.dry_run or Store.exists(url)) else None
     plan = make_plan(store, spec, study)
-    _print_plan(plan, args.study_file, url)
+    shown = make_url(url).render_as_string(hide_password=True)  # output ends up in logs
+    _print_plan(plan, args.study_file, shown)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
@@ -96,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
     else:
         print("no finished cells yet")
-    _print_where(study, url)
+    _print_where(study, url, shown)
     failed = frame[frame["state"] == "failed"]
     for row in failed.itertuples():
         print(
@@ -156,10 +158,11 @@ def _print_plan(plan: Plan, path: str, url: str) -> None:
         )
 
 
-def _print_where(study: str, url: str) -> None:
-    flag = f" --storage {url}" if url != resolve_url(None) else ""
-    print(f"results: study {study!r} in {url}")
+def _print_where(study: str, url: str, shown: str) -> None:
+    """Where the results are and how to look at them; `shown` is `url` without its password."""
+    flag = f" --storage {shown}" if url != resolve_url(None) else ""
+    print(f"results: study {study!r} in {shown}")
     print(f"  robustbench-opt status {study}{flag}")
     print(f"  robustbench-opt scores {study}{flag}")
     print(f"  robustbench-opt report {study}{flag}")
-    print(f"  optuna-dashboard {url}")
+    print(f"  optuna-dashboard {shown}")
