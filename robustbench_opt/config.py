@@ -249,6 +249,7 @@ class TrialResult:
     # Which parameters were decayed: "all" (BatchNorm and biases included) or "no_norm_bias";
     # "all" for records stored before this field existed, which is what they ran.
     weight_decay_params: str = "all"
+    host: str = ""  # the machine (on a cluster: the node or container) that trained it
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

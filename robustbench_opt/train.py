@@ -451,4 +451,5 @@ def _result(
         config=config.to_dict(),
         notes=notes,
         weight_decay_params=config.recipe.weight_decay_params,
+        host=platform.node(),
     )

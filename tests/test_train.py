@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import platform
 import subprocess
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -
     assert first.versions["robustbench-opt-code"] == train.code_identity()
     assert first.weight_decay_params == "all"  # every parameter decays, BatchNorm and biases too
     assert first.device.startswith("cpu")
+    assert first.host == platform.node()  # on a cluster: which node trained it
     assert first.weight_decay_mode == "l2"  # torch Adam: decay enters the gradient
     assert first.optimizer_kwargs  # resolved keywords (betas, eps, ...) are recorded
     assert TrialConfig.from_dict(first.config) == config

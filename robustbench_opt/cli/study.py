@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
@@ -90,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if Store.exists(url) else None  # a new database waits for the checks
     plan = make_plan(store, spec, study)
-    _print_plan(plan, args.study_file, url, args.max_concurrent or spec.max_concurrent, spec)
+    shown = make_url(url).render_as_string(hide_password=True)  # output ends up in logs
+    _print_plan(plan, args.study_file, shown, args.max_concurrent or spec.max_concurrent, spec)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
@@ -126,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
     else:
         print("no finished cells yet")
-    _print_where(study, url)
+    _print_where(study, url, shown)
     failed = frame[(frame["state"] == FAILED) & ~frame["cell_id"].isin(released)]
     for row in failed.itertuples():
         print(
@@ -222,20 +224,21 @@ def _print_plan(
         )
 
 
-def _print_where(study: str, url: str) -> None:
-    flag = f" --storage {shlex.quote(url)}" if url != resolve_url(None) else ""
+def _print_where(study: str, url: str, shown: str) -> None:
+    """Where the results are and how to look at them; `shown` is `url` without its password."""
+    flag = f" --storage {shlex.quote(shown)}" if url != resolve_url(None) else ""
     me = command_prefix()
-    print(f"results: study {study!r} in {url}")
+    print(f"results: study {study!r} in {shown}")
     print(f"  {me} status {study}{flag}")
     print(f"  {me} scores {study}{flag}")
     print(f"  {me} report {study}{flag} -o {shlex.quote(study)}-report.html")
     if importlib.util.find_spec("optuna_dashboard") is not None:
         dashboard = Path(sys.executable).with_name("optuna-dashboard")
         exe = _shown(str(dashboard)) if dashboard.exists() else "optuna-dashboard"
-        print(f"  {exe} {shlex.quote(url)}")
+        print(f"  {exe} {shlex.quote(shown)}")
     else:
         pip = _shown(str(Path(sys.executable).with_name("pip")))
-        print(f"  optuna-dashboard: {pip} install -e '.[dashboard]', then optuna-dashboard {url}")
+        print(f"  optuna-dashboard: {pip} install -e '.[dashboard]', then optuna-dashboard {shown}")
 
 
 def command_prefix(argv0: str | None = None) -> str:

@@ -220,3 +220,17 @@ def test_failed_cells_exit_nonzero_and_are_named(
     assert "(adam, default, lr=0.5, wd=0, seed=0): ValueError: boom at lr=0.5" in line
     assert "1 cells failed; run again to retry them" in err
     assert "1/2 done" in err  # the progress line
+
+
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_run_never_prints_the_database_password(
+    storage_url: str, make_study, fake_trial, capsys
+) -> None:
+    url = storage_url.replace("://postgres@", "://postgres:s3cret-pw@")  # trust auth ignores it
+    assert "s3cret-pw" in url
+    path = make_study("secret", [0.1])
+    with mock.patch.object(execute, "default_trial_fn", fake_trial()):
+        code, out, err = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 0
+    assert "s3cret-pw" not in out + err
+    assert "postgres:***@127.0.0.1" in out and "optuna-dashboard postgresql+psycopg://" in out

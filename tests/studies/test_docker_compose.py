@@ -1,4 +1,7 @@
-"""docker/compose.yaml: structure, required secrets, loopback-only ports (CI has no Docker)."""
+"""docker/compose.yaml: structure, required secrets, loopback-only ports.
+
+These run everywhere; tests/cluster/ runs the stack itself where Docker is (opt-in).
+"""
 
 from __future__ import annotations
 
@@ -59,14 +62,23 @@ def test_secrets_are_required_from_the_environment() -> None:
 
 def test_services_and_ray_wiring() -> None:
     services = compose(ENV)["services"]
-    assert set(services) == {"postgres", "ray-head", "ray-worker", "optuna-dashboard"}
+    assert set(services) == {
+        "postgres",
+        "ray-head",
+        "ray-worker",
+        "ray-cpu-worker",
+        "optuna-dashboard",
+    }
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pw"
     assert any(v.endswith(":/var/lib/postgresql/data") for v in services["postgres"]["volumes"])
-    head, worker = services["ray-head"], services["ray-worker"]
+    head, worker, cpu = services["ray-head"], services["ray-worker"], services["ray-cpu-worker"]
     assert "--head" in head["command"] and "--port=6379" in head["command"]
     assert "--address=ray-head:6379" in worker["command"] and "--block" in worker["command"]
-    for node in (head, worker):
+    assert cpu["command"] == worker["command"] and cpu["profiles"] == ["cpu"]
+    assert "deploy" not in cpu  # a CPU-only host cannot satisfy the GPU reservation
+    for node in (head, worker, cpu):
+        assert node["image"] == services["optuna-dashboard"]["image"] == "robustbench-opt:latest"
         assert node["environment"]["RAY_AUTH_MODE"] == "token"
         assert node["environment"]["RAY_AUTH_TOKEN"] == "tok"
         assert node["environment"]["ROBUSTBENCH_STORAGE"].startswith("postgresql+psycopg://")
@@ -82,7 +94,7 @@ def test_services_and_ray_wiring() -> None:
 def test_published_ports_are_bound_to_loopback_only() -> None:
     services = compose(ENV)["services"]
     published = {name: s.get("ports", []) for name, s in services.items()}
-    assert published["ray-worker"] == []
+    assert published["ray-worker"] == published["ray-cpu-worker"] == []
     assert {p.split(":")[2] for p in published["ray-head"]} == {"6379", "8265", "10001"}
     assert published["optuna-dashboard"] == ["127.0.0.1:8080:8080"]
     for ports in published.values():
