@@ -10,12 +10,13 @@ within any tau.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from robustbench_opt.analysis.display import entry_label
+from robustbench_opt.analysis.display import SCALES, entry_label
 from robustbench_opt.analysis.scores import MEASURES
 from robustbench_opt.errors import UserError, unknown
 
@@ -70,6 +71,23 @@ def side_by_side(studies: list[StudyScores], measure: str) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def side_by_side_text(long: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Optimizers (rows) x studies (columns) of `value [lo, hi]` in the measure's display unit,
+    "-" where an optimizer is absent; both in the order the studies list them."""
+    scale = SCALES[MEASURES[measure].unit]
+    text = [
+        "-"
+        if math.isnan(v)
+        else f"{scale * v:.2f}"
+        + ("" if math.isnan(lo) else f" [{scale * lo:.2f}, {scale * hi:.2f}]")
+        for v, lo, hi in zip(long["value"], long["lo"], long["hi"], strict=True)
+    ]
+    table = long.assign(text=text).pivot(index="optimizer", columns="study", values="text")
+    table = table.reindex(index=list(dict.fromkeys(long["optimizer"])),
+                          columns=list(dict.fromkeys(long["study"])))  # fmt: skip
+    return table.fillna("-")
 
 
 def ratios(long: pd.DataFrame, measure: str) -> pd.DataFrame:

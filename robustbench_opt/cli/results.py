@@ -18,6 +18,7 @@ from robustbench_opt.analysis.compare import (
     performance_profiles,
     shared_optimizers,
     side_by_side,
+    side_by_side_text,
 )
 from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
 from robustbench_opt.analysis.importing import UNITS, read_results_csv
@@ -351,19 +352,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_frame(long, "csv")
         return 0
     info = MEASURES[args.measure]
-    scale = SCALES[info.unit]
-    table = long.assign(
-        shown=[
-            "-"
-            if math.isnan(v)
-            else f"{scale * v:.2f}"
-            + ("" if math.isnan(lo) else f" [{scale * lo:.2f}, {scale * hi:.2f}]")
-            for v, lo, hi in zip(long["value"], long["lo"], long["hi"], strict=True)
-        ]
-    ).pivot(index="optimizer", columns="study", values="shown")
-    table = table.reindex(index=list(dict.fromkeys(long["optimizer"])), columns=args.studies)
+    table = side_by_side_text(long, args.measure)
     title = f"{info.label} ({MEASURE_UNITS[info.unit]}, {info.better} is better) per study"
-    print_frame(table.fillna("-").reset_index(), "table", title)
+    print_frame(table.reset_index(), "table", title)
     if profiles is None:
         print("performance profiles: no optimizer is in two of these studies")
     else:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
-import math
 
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES
+from robustbench_opt.analysis.compare import side_by_side_text
+from robustbench_opt.analysis.display import MEASURE_UNITS
 from robustbench_opt.analysis.scores import MEASURES
 from robustbench_opt.report.html import CSP, PLOT_CONFIG, STYLE, html_table
 
@@ -40,19 +40,7 @@ def render_comparison(
 ) -> str:
     """The comparison page: the measure per optimizer and study, then the profiles."""
     info = MEASURES[measure]
-    scale = SCALES[info.unit]
-    shown = long.assign(
-        value=[
-            "-"
-            if math.isnan(v)
-            else f"{scale * v:.2f}"
-            + ("" if math.isnan(lo) else f" [{scale * lo:.2f}, {scale * hi:.2f}]")
-            for v, lo, hi in zip(long["value"], long["lo"], long["hi"], strict=True)
-        ]
-    ).pivot(index="optimizer", columns="study", values="value")
-    shown = shown.reindex(index=list(dict.fromkeys(long["optimizer"])),
-                          columns=list(dict.fromkeys(long["study"])))  # fmt: skip
-    table = html_table(shown.fillna("-").reset_index())
+    table = html_table(side_by_side_text(long, measure).reset_index())
     if profiles is None:
         figure = "<p>No optimizer is in two of these studies: no performance profiles.</p>"
     else:
