@@ -26,8 +26,9 @@ How (DESIGN.md, "Packed cells"):
   its forward/backward and let its BatchNorm statistics drift after it stopped; a rebuild costs
   one copy per departing cell and changes no other cell's numbers.
 - The pack is probed with one throwaway fused step first. Where torch.func or the optimizer
-  cannot run packed (an op without a batching rule, an optimizer that needs a closure such as
-  L-BFGS), every cell falls back to an ordinary `run_trial`, with a note saying why.
+  cannot run packed (an op without a batching rule, an optimizer without the two-step
+  protocol), every cell falls back to an ordinary `run_trial`, with a note saying why.
+  Closure-only optimizers (L-BFGS) never get here: the registry refuses to build them.
 
 Speed options: the device-resident data path, bf16 autocast (CUDA) and `compile` (of the fused
 vmapped forward; checked on CPU to match eager, BatchNorm statistics and the SAM second pass

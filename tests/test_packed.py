@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustbench_opt import packed
 from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult
-from robustbench_opt.data import load_splits
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import MODELS, ModelInfo, build_model
 from robustbench_opt.optim import build_optimizer, optimizer_step
@@ -294,10 +292,13 @@ def test_a_model_vmap_cannot_run_falls_back_to_ordinary_trials_with_a_note(monke
         assert result.epochs[0].train_loss == run_trial(config).epochs[0].train_loss
 
 
-def test_an_optimizer_that_needs_a_closure_is_found_by_the_probe() -> None:
-    config = digits(optimizer="torch.optim:LBFGS", lr=0.1)
-    reason = packed._probe(config, load_splits("digits"), torch.device("cpu"))
-    assert reason is not None and "closure" in reason
+def test_an_optimizer_that_needs_a_closure_is_refused_in_one_line_packed_or_not() -> None:
+    """The registry refuses closure-only optimizers (L-BFGS) when they are built, so a pack
+    of them fails as their own trials do: one line, before any training."""
+    configs = [digits(optimizer="torch.optim:LBFGS", lr=lr) for lr in (0.1, 0.01)]
+    with pytest.raises(UserError, match="needs a closure") as error:
+        run_packed(configs)
+    assert "\n" not in str(error.value)
 
 
 def test_cells_that_differ_in_more_than_lr_wd_and_seed_are_refused() -> None:
