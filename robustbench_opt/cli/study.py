@@ -216,8 +216,7 @@ def _print_plan(
             f"trials: {len(tasks)} (packing {spec.resources.packing}: up to {largest} cells "
             f"per trial, for {slots} slots on this machine)"
         )
-    if n_run:
-        cost = estimate_cost(plan)
+        cost = estimate_cost(plan, [[configs[c] for c in task] for task in tasks])
         print(
             f"cost: about {duration(cost.seconds)} of training, one trial after another, "
             f"before parallelism ({cost.basis})"

@@ -32,7 +32,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
+from robustbench_opt.config import PER_CELL, EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
 from robustbench_opt.runner.tasks import make_tasks
@@ -101,12 +101,11 @@ def run_plan(
             recovered = store.recover_stale(plan.study)
             slots = max_concurrent or spec.max_concurrent or _slots(spec)
             tasks = make_tasks(configs, spec.resources, slots)
-            feed = _TaskFeed(store, plan.study, run_id, tasks)
+            feed = _TaskFeed(store, plan.study, run_id, tasks, configs)
             outcome = Outcome(feed.claimed, recovered=recovered.failed)
             recorder = _Recorder(store, plan.study, len(configs), progress or sys.stderr)
             recorder.trials = lambda: f"{feed.handed_out}/{len(tasks)} trials started"
             _fit(
-                configs,
                 feed,
                 resources,
                 max_concurrent or spec.max_concurrent,
@@ -141,16 +140,33 @@ class _TaskFeed(Searcher):
     Cells another launcher claimed first are skipped; a task it partly took trains the rest.
     """
 
-    def __init__(self, store: Store, study: str, run_id: str, tasks: list[list[str]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        study: str,
+        run_id: str,
+        tasks: list[list[str]],
+        configs: dict[str, TrialConfig],
+    ) -> None:
         super().__init__(metric=None, mode=None)
         self.store, self.study, self.run_id = store, study, run_id
-        self.tasks = iter(tasks)
+        self.tasks, self.configs = iter(tasks), configs
+        # What a task's cells share, sent to the workers once (`_trainable`'s `groups`); a
+        # trial's parameters carry only its cells' ids, lr, weight decay and seed.
+        self.groups: dict[str, int] = {}
+        for config in configs.values():
+            self.groups.setdefault(config.pack_key, len(self.groups))
         self.claimed: list[str] = []
         self.handed_out = 0
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune may pickle its searcher for restores, which we never do: drop live handles."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("store", "tasks")}
+        drop = ("store", "tasks", "configs")
+        return {k: v for k, v in self.__dict__.items() if k not in drop}
+
+    def shared(self) -> list[dict[str, Any]]:
+        """Each group's config without the per-cell keys, in group order."""
+        return [json.loads(key) for key in self.groups]
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str:
         for cells in self.tasks:
@@ -158,7 +174,14 @@ class _TaskFeed(Searcher):
             if got:
                 self.claimed.extend(got)
                 self.handed_out += 1
-                return {"cells": got}
+                first = self.configs[got[0]]
+                return {
+                    "cells": got,
+                    "group": self.groups[first.pack_key],
+                    "per_cell": [
+                        {key: getattr(self.configs[cell], key) for key in PER_CELL} for cell in got
+                    ],
+                }
         return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
@@ -256,16 +279,14 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayReso
     return {"cpu": cpus, "gpu": float(gpus)}
 
 
-def _trainable(
-    params: dict[str, Any], configs: dict[str, dict[str, Any]], trial_fn: TrialFn
-) -> None:
+def _trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: TrialFn) -> None:
     """One Tune trial (worker side): train one cell or a pack, report per cell.
 
     A pack trains fused (`run_packed`) with the real trainer; an injected `trial_fn` (tests)
     trains a pack's cells one after another.
     """
-    ids = params["cells"]
-    cells = [TrialConfig.from_dict(configs[cell_id]) for cell_id in ids]
+    ids, shared = params["cells"], groups[params["group"]]
+    cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
 
     def on_epoch(k: int, record: EpochRecord) -> None:
         tune.report({"cell": ids[k], "rbo_epoch": json.dumps(dataclasses.asdict(record))})
@@ -283,7 +304,6 @@ def _trainable(
 
 
 def _fit(
-    configs: dict[str, TrialConfig],
     feed: _TaskFeed,
     resources: RayResources,
     max_concurrent: int | None,
@@ -297,8 +317,7 @@ def _fit(
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)
-    plain = {cid: c.to_dict() for cid, c in configs.items()}
-    trainable = tune.with_parameters(_trainable, configs=plain, trial_fn=trial_fn)
+    trainable = tune.with_parameters(_trainable, groups=feed.shared(), trial_fn=trial_fn)
     results_dir = tempfile.mkdtemp(prefix="rbo-tune-")  # Tune's own files; the DB has ours
     try:
         tuner = tune.Tuner(

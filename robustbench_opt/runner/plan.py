@@ -7,7 +7,7 @@ import os
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under th
 MAX_CALIBRATION_STEPS = 50
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 
-# (config, steps) -> seconds per training image, timed on this machine; tests inject their own
-StepTimer = Callable[[TrialConfig, int], float]
+# (config, steps, cells) -> seconds per trained image and cell, for `cells` packed cells (1: a
+# trial of its own), timed on this machine; tests inject their own
+StepTimer = Callable[[TrialConfig, int, int], float]
 
 
 @dataclass
@@ -49,33 +50,45 @@ class Plan:
 
 @dataclass(frozen=True)
 class Cost:
-    """Estimated training time of a plan's cells, one after another (before parallelism)."""
+    """Estimated training time of a plan's trials, one after another (before parallelism)."""
 
     seconds: float
     basis: str  # how it was estimated, for the user
 
 
-def estimate_cost(plan: Plan, timer: StepTimer | None = None) -> Cost:
-    """From this study's recorded epochs when it has any; else from a short calibration: a few
-    training steps of the first cell to run, timed on this machine, scaled to every cell's
-    images, passes (two for SAM) and evaluation. Per-batch overheads of a real trial (data
-    augmentation, progress reports) are not in it, so it errs low for tiny models."""
+def estimate_cost(
+    plan: Plan, tasks: Sequence[Sequence[TrialConfig]], timer: StepTimer | None = None
+) -> Cost:
+    """The time of the plan's `tasks` (its trials: single cells and packs, `make_tasks`).
+
+    From this study's recorded epochs when it has any: a trial's epoch (a pack's, when packed)
+    took their mean. Else from a short calibration on this machine: a few training steps of
+    the first cell to run, alone and, when the plan packs, in a pack of its largest size, scaled
+    to every cell's images, passes (two for SAM) and evaluation. Per-batch overheads of a real
+    trial (data augmentation, progress reports) are not in it, so it errs low for tiny models."""
     if not plan.to_run:
         return Cost(0.0, "nothing to run")
     if plan.measured_epoch_seconds is not None:
-        seconds = plan.epochs_to_run * plan.measured_epoch_seconds
+        epochs = sum(max(c.recipe.epochs for c in task) for task in tasks)
         return Cost(
-            seconds,
-            f"{plan.epochs_to_run} epochs x {plan.measured_epoch_seconds:.2g} s/epoch, "
-            "measured in this study",
+            epochs * plan.measured_epoch_seconds,
+            f"{len(tasks)} trials, {epochs} trial epochs x {plan.measured_epoch_seconds:.2g} "
+            "s/epoch, measured in this study",
         )
-    first = plan.to_run[0]
-    image_seconds = (timer or time_training_images)(first, CALIBRATION_STEPS)
-    seconds = sum(cell_seconds(c, image_seconds) for c in plan.to_run)
+    first = tasks[0][0]
+    sizes = sorted({1 if len(task) == 1 else max(map(len, tasks)) for task in tasks})
+    rates = {k: (timer or time_training_images)(first, CALIBRATION_STEPS, k) for k in sizes}
+    seconds = sum(
+        cell_seconds(c, rates[1 if len(task) == 1 else sizes[-1]]) for task in tasks for c in task
+    )
+    timed = [
+        f"{rates[k] * 1e3:.2g} ms per image" + ("" if k == 1 else f" and cell in packs of {k}")
+        for k in sizes
+    ]
     return Cost(
         seconds,
-        f"{plan.epochs_to_run} epochs; calibrated by timing training steps of {first.model} "
-        f"on one thread of this machine: {image_seconds * 1e3:.2g} ms per image",
+        f"{plan.epochs_to_run} epochs in {len(tasks)} trials; calibrated by timing training "
+        f"steps of {first.model} on one thread of this machine: {', '.join(timed)}",
     )
 
 
@@ -95,35 +108,51 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     return epochs_to_run(config.recipe, two_pass) * (trained + evaluated) * image_seconds
 
 
-def time_training_images(config: TrialConfig, steps: int) -> float:
-    """Seconds per trained image on this machine: the median of at least `steps` timed training
-    steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of the config's model and
-    optimizer on random images of its data set's shape, on one CPU thread as a 1-CPU trial."""
+def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> float:
+    """Seconds per trained image and cell on this machine: the median of at least `steps` timed
+    training steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of `cells`
+    copies of the config's model and optimizer (one `packed.Pack` when more than one) on random
+    images of its data set's shape, on one CPU thread as a 1-CPU trial."""
     import torch
+    import torch.nn.functional as F
 
     from robustbench_opt.models import build_model
     from robustbench_opt.optim import build_optimizer, optimizer_step
+    from robustbench_opt.packed import Pack
     from robustbench_opt.runner.packing import DATA_SHAPES
     from robustbench_opt.train import pick_device
 
     shape = DATA_SHAPES[config.dataset]
     device = pick_device(config.device)
-    model = build_model(config.model, shape.num_classes, shape.channels, shape.image_size)
-    model = model.to(device).train()
-    built = build_optimizer(
-        model.parameters(),
-        config.optimizer,
-        config.lr,
-        config.weight_decay,
-        config.optimizer_kwargs,
-    )
+    models = [
+        build_model(config.model, shape.num_classes, shape.channels, shape.image_size)
+        .to(device)
+        .train()
+        for _ in range(cells)
+    ]
+    optimizers = [
+        build_optimizer(
+            model.parameters(),
+            config.optimizer,
+            config.lr,
+            config.weight_decay,
+            config.optimizer_kwargs,
+        )
+        for model in models
+    ]
     batch = config.recipe.batch_size
-    x = torch.randn(batch, shape.channels, shape.image_size, shape.image_size, device=device)
-    y = torch.randint(0, shape.num_classes, (batch,), device=device)
+    size = (cells, batch, shape.channels, shape.image_size, shape.image_size)
+    x = torch.randn(size, device=device)
+    y = torch.randint(0, shape.num_classes, (cells, batch), device=device)
+    pack = Pack(models) if cells > 1 else None
 
     def step() -> float:
         start = time.perf_counter()
-        optimizer_step(model, built, lambda: torch.nn.functional.cross_entropy(model(x), y))
+        if pack is not None:
+            pack.step(optimizers, x, y)
+        else:
+            model, built = models[0], optimizers[0]
+            optimizer_step(model, built, lambda: F.cross_entropy(model(x[0]), y[0]))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
@@ -137,8 +166,8 @@ def time_training_images(config: TrialConfig, steps: int) -> float:
             times.append(step())
     finally:
         torch.set_num_threads(threads)
-    passes = 2 if built.info.two_pass else 1
-    return statistics.median(times) / (batch * passes)
+    passes = 2 if optimizers[0].info.two_pass else 1
+    return statistics.median(times) / (batch * passes * cells)
 
 
 def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:

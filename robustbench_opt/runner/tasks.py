@@ -30,7 +30,7 @@ def make_tasks(
     """The run's trials as lists of cell ids, in the plan's order."""
     groups: dict[str, list[str]] = {}
     for cell_id, config in configs.items():
-        groups.setdefault(config.pack_key(), []).append(cell_id)
+        groups.setdefault(config.pack_key, []).append(cell_id)
     tasks: list[list[str]] = []
     for ids in groups.values():
         size = _pack_size(configs[ids[0]], resources, slots, len(configs))

@@ -125,7 +125,7 @@ class ResultStore(abc.ABC):
     # ------------------------------------------------------------------ registry
 
     @abc.abstractmethod
-    def register_study(self, name: str, spec: dict[str, Any], cells: list[TrialConfig]) -> None:
+    def register_study(self, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
         """Registers study `name`, its cells (pending) and its Optuna study.
 
         Idempotent, and safe when several drivers register the same study at once. A different

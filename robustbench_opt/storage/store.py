@@ -54,7 +54,7 @@ class Store(ResultStore):
     def optuna_storage(self) -> RDBStorage:
         return self._db.optuna
 
-    def register_study(self, name: str, spec: dict[str, Any], cells: list[TrialConfig]) -> None:
+    def register_study(self, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
         writes.register_study(self._db, name, spec, cells)
 
     def import_cells(

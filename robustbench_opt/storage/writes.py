@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,13 +25,15 @@ from robustbench_opt.storage.bootstrap import Db, insert_ignore
 from robustbench_opt.storage.optuna_trials import CellKey, study_distributions, template
 from robustbench_opt.storage.reads import study_record
 
+INSERT_CHUNK = 5000  # cell rows per INSERT statement when a study is registered
+
 
 def spec_hash(spec: dict[str, Any]) -> str:
     """Stable hash of what a study measures (its canonical dict less the run-only keys)."""
     return hashlib.sha256(json.dumps(identity(spec), sort_keys=True).encode()).hexdigest()
 
 
-def register_study(db: Db, name: str, spec: dict[str, Any], cells: list[TrialConfig]) -> None:
+def register_study(db: Db, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
     """Registers study `name` and its cells, or checks they match what is registered."""
     with db.engine.begin() as conn:
         conn.execute(insert_ignore(db, t.study), [study_values(name, "run", spec)])
@@ -38,29 +41,30 @@ def register_study(db: Db, name: str, spec: dict[str, Any], cells: list[TrialCon
     assert record is not None
     if record.source != "run" or record.spec_hash != spec_hash(spec):
         raise SpecChanged(record)
-    values = [
-        cell_values(name, c.cell_id(name), _key(c), json.dumps(c.to_dict(), sort_keys=True))
-        | {"state": PENDING}
-        for c in cells
-    ]
     with db.engine.begin() as conn:
         registered = set(
             conn.execute(sa.select(t.cell.c.cell_id).where(t.cell.c.study == name)).scalars()
         )
-        new = [v for v in values if v["cell_id"] not in registered]
+        new = [c for c in cells if c.cell_id(name) not in registered]
         if registered and new:
             raise UserError(
                 f"study {name!r}: the file is unchanged but {len(new)} cell identities are "
                 "new (code version change?); run it under a new --study-name"
             )
-        if new:
-            conn.execute(insert_ignore(db, t.cell), new)
+        for start in range(0, len(new), INSERT_CHUNK):  # bounded memory for 10^5 cells
+            rows = [_pending_row(name, c) for c in new[start : start + INSERT_CHUNK]]
+            conn.execute(insert_ignore(db, t.cell), rows)
     try:
         study_id = db.optuna.create_new_study([StudyDirection.MAXIMIZE], name)
         db.optuna.set_study_user_attr(study_id, "source", "run")
         db.optuna.set_study_user_attr(study_id, "spec", spec)
     except optuna.exceptions.DuplicatedStudyError:
         pass
+
+
+def _pending_row(study: str, config: TrialConfig) -> dict[str, Any]:
+    config_json = json.dumps(config.to_dict(), sort_keys=True)
+    return cell_values(study, config.cell_id(study), _key(config), config_json) | {"state": PENDING}
 
 
 def record_start(db: Db, study: str, cell_id: str) -> None:

@@ -48,11 +48,15 @@ def finished(tmp_path_factory, ray_local, fake_trial, study_writer):
 def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     path = make_study("dry", [0.1, 0.01, 0.001])
     code, out, _ = run_cli(
-        ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"], capsys
+        ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"]
+        + ["--max-concurrent", "2"],  # the pack sizes follow the slots, not this machine's CPUs
+        capsys,
     )
     assert code == 0
     assert "6 total, 0 done, 0 diverged, 0 failed, 0 running elsewhere; 6 to run" in out
-    assert "cost: about " in out and "before parallelism (12 epochs; calibrated by timing" in out
+    assert "trials: 2 (packing auto: up to 3 cells per trial, for 2 slots" in out
+    assert "cost: about " in out and "(12 epochs in 2 trials; calibrated by timing" in out
+    assert "ms per image and cell in packs of 3)" in out
     assert not (tmp_path / "r.db").exists()
 
 

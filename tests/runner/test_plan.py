@@ -29,18 +29,39 @@ def test_calibrated_cost_scales_the_timed_image_cost_to_every_cell(make_study) -
         val_fraction=0.1,
         recipe={"epochs": 3, "batch_size": 64},
     )
-    asked: list[tuple[str, int]] = []
+    asked: list[tuple[str, int, int]] = []
 
-    def timer(config, steps):  # noqa: ANN001, ANN202
-        asked.append((config.optimizer, steps))
+    def timer(config, steps, cells):  # noqa: ANN001, ANN202
+        asked.append((config.optimizer, steps, cells))
         return 1e-3  # seconds per trained image
 
-    cost = estimate_cost(plan, timer)
-    assert asked == [("adam", CALIBRATION_STEPS)]  # one calibration, of the first cell to run
+    cost = estimate_cost(plan, [[c] for c in plan.to_run], timer)
+    assert asked == [("adam", CALIBRATION_STEPS, 1)]  # one calibration, of the first cell
     one_pass = 3 * (1295 + (359 + 143) / 3) * 1e-3
     two_pass = 3 * (2 * 1295 + (359 + 143) / 3) * 1e-3  # SAM: two forward-backward passes
     assert math.isclose(cost.seconds, 2 * one_pass + 2 * two_pass, rel_tol=1e-12)
-    assert cost.basis.startswith("12 epochs; calibrated by timing training steps of simple_cnn")
+    assert cost.basis.startswith(
+        "12 epochs in 4 trials; calibrated by timing training steps of simple_cnn"
+    )
+
+
+def test_packed_trials_are_costed_at_the_packed_rate(make_study) -> None:
+    """Packs of 3 and a single cell: the pack rate is timed at the largest pack, once."""
+    spec = load_study(make_study("est", [0.1, 0.01, 0.001, 0.0001, 0.2, 0.3, 0.4]))
+    plan = make_plan(None, spec, "est")  # 7 lrs x 1 wd x 1 seed, one optimizer
+    cells = plan.to_run
+    tasks = [cells[0:3], cells[3:6], cells[6:7]]
+    asked: list[int] = []
+
+    def timer(config, steps, k):  # noqa: ANN001, ANN202
+        asked.append(k)
+        return {1: 1e-3, 3: 4e-4}[k]  # a packed cell costs 0.4 of one alone
+
+    cost = estimate_cost(plan, tasks, timer)
+    assert asked == [1, 3]
+    per_image = (1438 + 359 / 3) * spec.recipe.epochs
+    assert math.isclose(cost.seconds, per_image * (6 * 4e-4 + 1e-3), rel_tol=1e-12)
+    assert "0.4 ms per image and cell in packs of 3" in cost.basis
 
 
 def test_sam_at_equal_compute_counts_its_halved_epochs(make_study) -> None:
@@ -55,17 +76,20 @@ def test_sam_at_equal_compute_counts_its_halved_epochs(make_study) -> None:
 
 def test_measured_epochs_of_the_study_win_over_calibration(make_study) -> None:
     plan = dataclasses.replace(_plan(make_study), measured_epoch_seconds=0.25)
-    cost = estimate_cost(plan, timer=lambda config, steps: 1 / 0)  # never called
-    assert cost.seconds == 8 * 0.25  # 4 cells x 2 epochs
-    assert cost.basis == "8 epochs x 0.25 s/epoch, measured in this study"
+    tasks = [plan.to_run[:3], plan.to_run[3:]]  # a pack of 3 cells, a single cell
+    cost = estimate_cost(plan, tasks, timer=lambda config, steps, cells: 1 / 0)  # never called
+    assert cost.seconds == 4 * 0.25  # 2 trials x 2 epochs: a pack's epoch is one trial epoch
+    assert cost.basis == "2 trials, 4 trial epochs x 0.25 s/epoch, measured in this study"
 
 
 def test_nothing_to_run_costs_nothing(make_study) -> None:
     plan = dataclasses.replace(_plan(make_study), to_run=[])
-    assert estimate_cost(plan, timer=lambda config, steps: 1 / 0).seconds == 0.0
+    assert estimate_cost(plan, [], timer=lambda config, steps, cells: 1 / 0).seconds == 0.0
 
 
 def test_calibration_times_real_training_steps(make_study, tmp_path: Path) -> None:
     [cell, *_] = _plan(make_study).to_run
-    seconds = time_training_images(dataclasses.replace(cell, device="cpu"), 2)
-    assert 0 < seconds < 1  # per image, on any machine that runs the tests
+    cell = dataclasses.replace(cell, device="cpu")
+    for cells in (1, 3):  # alone, and a pack of 3
+        seconds = time_training_images(cell, 2, cells)
+        assert 0 < seconds < 1  # per image and cell, on any machine that runs the tests

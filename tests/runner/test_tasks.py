@@ -4,6 +4,7 @@ study's packing setting, and a feed that claims each trial's cells only when Tun
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -73,16 +74,37 @@ def test_the_feed_claims_one_trial_at_a_time_and_two_feeds_share_a_study(storage
     store = Store(storage_url)
     store.register_study("s", {"name": "s"}, list(configs.values()))
     tasks = make_tasks(configs, Resources(packing=3), slots=1)
-    first = _TaskFeed(store, "s", store.start_run("s"), tasks)
-    second = _TaskFeed(store, "s", store.start_run("s"), tasks)
-    assert first.suggest("t1") == {"cells": tasks[0]}
+    first = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
+    second = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
+    assert first.suggest("t1")["cells"] == tasks[0]
     states = store.cells_frame("s").set_index("cell_id")["state"]
     assert (states == RUNNING).sum() == 3 and (states == PENDING).sum() == 9  # a window only
-    assert second.suggest("t2") == {"cells": tasks[1]}  # the first feed's cells are skipped
+    assert second.suggest("t2")["cells"] == tasks[1]  # the first feed's cells are skipped
     handed = [first.suggest("t3"), second.suggest("t4"), first.suggest("t5")]
-    assert handed == [{"cells": tasks[2]}, {"cells": tasks[3]}, _TaskFeed.FINISHED]
+    assert [h["cells"] for h in handed[:2]] == tasks[2:4] and handed[2] == _TaskFeed.FINISHED
     assert sorted(first.claimed + second.claimed) == sorted(configs)  # each cell exactly once
     assert second.suggest("t6") == _TaskFeed.FINISHED
+    store.close()
+
+
+def test_a_trials_parameters_rebuild_its_cells_from_the_shared_group_configs(tmp_path):
+    """Tune gets each group's shared config once and per trial only ids, lr, wd and seed; the
+    worker rebuilds exactly the claimed configs (here for 2 groups, packs of 3)."""
+    configs = grid()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.register_study("s", {"name": "s"}, list(configs.values()))
+    feed = _TaskFeed(
+        store, "s", store.start_run("s"), make_tasks(configs, Resources(packing=3), 1), configs
+    )
+    shared = feed.shared()
+    assert len(shared) == 2 and all("lr" not in group for group in shared)
+    rebuilt = {}
+    while (params := feed.suggest("t")) != _TaskFeed.FINISHED:
+        assert len(json.dumps(params)) < 400  # no full configs in a trial's parameters
+        group = shared[params["group"]]
+        for cell, values in zip(params["cells"], params["per_cell"], strict=True):
+            rebuilt[cell] = TrialConfig.from_dict(group | values)
+    assert rebuilt == configs
     store.close()
 
 
