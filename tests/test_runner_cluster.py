@@ -237,14 +237,31 @@ def test_run_joins_a_separately_started_node(
 def test_concurrent_runs_never_train_a_cell_twice(
     ray_node: str, driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:
+    """Two launchers on one study share its cells: both train, no cell twice. Trials wait at a
+    gate until each launcher holds a claim, so neither can take the study before the other
+    starts (a condition built, not hoped for from start-up timing)."""
     url = storage_url
     path = make_study("pair", [0.1, 0.03, 0.01, 0.003])
-    log = tmp_path / "log"
-    fake = {"epoch_seconds": 0.2, "log": str(log)}
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    fake = {"epoch_seconds": 0.2, "log": str(log), "gate": str(gate)}
     args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
+    args += ["--packing", "2"]  # 4 trials of 2 cells (auto: one trial per optimizer's 4 cells)
     procs = [drive(driver_script, fake, *args) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 150
+        while True:  # one claimed trial per launcher (--max-concurrent 1), blocked at the gate
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            if Store.exists(url):
+                with Store(url, create=False) as store:
+                    if store.has_study("pair") and len(set(store.claims("pair").values())) == 2:
+                        break
+            time.sleep(0.2)
+    finally:
+        gate.touch()
     results = [finish(p) for p in procs]
     assert [r[0] for r in results] == [0, 0], results
+    trained = [int(re.search(r"^trained (\d+) cells in ", out, re.M)[1]) for _, out, _ in results]
+    assert min(trained) >= 1 and sum(trained) == 8, trained  # both launchers trained
     starts = events(log, "start")
     assert len(starts) == 8 and set(starts.values()) == {1}
     per_cell = Counter(t.user_attrs["cell_id"] for t in optuna_trials(url, "pair"))
