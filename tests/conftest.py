@@ -140,14 +140,17 @@ class FakeTrial:
 
     Sleeps `epoch_seconds` per epoch, reports every epoch, raises for `fail_lr`, and appends
     one JSON line per event ("start", "done") to `log` so tests can count trainings per cell.
+    With `gate` (a path) set, a cell starts training only once that file exists.
     """
 
     epoch_seconds: float = 0.0
     fail_lr: float | None = None
     log: str | None = None
+    gate: str | None = None
 
     def __call__(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
         import json
+        import os
         import time
 
         import ray
@@ -160,6 +163,8 @@ class FakeTrial:
                 with open(self.log, "a") as f:
                     f.write(json.dumps({"event": event, "cell": key}) + "\n")
 
+        while self.gate and not os.path.exists(self.gate):
+            time.sleep(0.05)
         note("start")
         if config.lr == self.fail_lr:
             raise ValueError(f"boom at lr={config.lr:g}")

@@ -51,8 +51,9 @@ def free_port() -> int:
 
 
 def session(sid: int) -> list[int]:
-    """PIDs in session `sid`: everything a process started with start_new_session=True spawned,
-    including Ray daemons that re-parented themselves and rewrote their command line."""
+    """Live PIDs in session `sid`: everything a process started with start_new_session=True
+    spawned, including Ray daemons that re-parented themselves and rewrote their command line
+    (zombies, ended but not yet reaped, do not count)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -60,9 +61,22 @@ def session(sid: int) -> list[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[3]) == sid:
+            if int(fields[3]) == sid and fields[0] != "Z":
                 found.append(int(entry.name))
     return found
+
+
+def settled_session(sid: int, timeout: float = 20) -> set[int]:
+    """Session `sid`'s live PIDs once they stop changing for 2 s (dying processes are gone)."""
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = set(session(sid))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 2:
+            break
+        time.sleep(0.2)
+    return last
 
 
 def kill_all(pids: list[int]) -> None:
@@ -100,10 +114,10 @@ def ray_node() -> str:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def drive(driver: Path, fake: dict, *args: str) -> subprocess.Popen:
+def drive(driver: Path, fake: dict, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(driver), json.dumps(fake), "run", *args],
-        env=ENV,
+        env=env or ENV,
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -223,14 +237,31 @@ def test_run_joins_a_separately_started_node(
 def test_concurrent_runs_never_train_a_cell_twice(
     ray_node: str, driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:
+    """Two launchers on one study share its cells: both train, no cell twice. Trials wait at a
+    gate until each launcher holds a claim, so neither can take the study before the other
+    starts (a condition built, not hoped for from start-up timing)."""
     url = storage_url
     path = make_study("pair", [0.1, 0.03, 0.01, 0.003])
-    log = tmp_path / "log"
-    fake = {"epoch_seconds": 0.2, "log": str(log)}
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    fake = {"epoch_seconds": 0.2, "log": str(log), "gate": str(gate)}
     args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
+    args += ["--packing", "2"]  # 4 trials of 2 cells (auto: one trial per optimizer's 4 cells)
     procs = [drive(driver_script, fake, *args) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 150
+        while True:  # one claimed trial per launcher (--max-concurrent 1), blocked at the gate
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            if Store.exists(url):
+                with Store(url, create=False) as store:
+                    if store.has_study("pair") and len(set(store.claims("pair").values())) == 2:
+                        break
+            time.sleep(0.2)
+    finally:
+        gate.touch()
     results = [finish(p) for p in procs]
     assert [r[0] for r in results] == [0, 0], results
+    trained = [int(re.search(r"^trained (\d+) cells in ", out, re.M)[1]) for _, out, _ in results]
+    assert min(trained) >= 1 and sum(trained) == 8, trained  # both launchers trained
     starts = events(log, "start")
     assert len(starts) == 8 and set(starts.values()) == {1}
     per_cell = Counter(t.user_attrs["cell_id"] for t in optuna_trials(url, "pair"))
@@ -238,37 +269,62 @@ def test_concurrent_runs_never_train_a_cell_twice(
 
 
 def test_killed_driver_then_rerun_trains_each_cell_once(
-    ray_node: str, driver_script: Path, tmp_path: Path, make_study, storage_url: str
+    driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:
+    """A driver with its own local Ray (no --address) is SIGKILLed mid-study. Ray processes it
+    leaves (Ray 2.60: DashboardAgent and RuntimeEnvAgent, which ignore SIGTERM) are ended by
+    the next local `run`, which says so in one line; every cell is recorded exactly once."""
     url = storage_url
     path = make_study("killed", [0.1, 0.01])
     log = tmp_path / "log"
     fake = {"epoch_seconds": 1.0, "log": str(log)}
-    # Its own local Ray (no --address): the case where Ray's agents can outlive the driver.
-    proc = drive(driver_script, fake, str(path), "--storage", url, "--max-concurrent", "1")
-    wait_for_a_recorded_cell(proc, url, "killed")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.5)
-    kill_all(session(proc.pid))  # its local Ray: agents survive a killed driver
-    store = Store(url)
-    before = store.cells_frame("killed")
-    assert "running" in set(before["state"])
-    # Cells recorded finished before the kill; a cell whose worker finished but whose result
-    # the driver had not yet written is unfinished in the database and rightly trained again.
-    recorded = set(before.loc[before["state"] == "done", "cell_id"])
+    # Its own records directory (TMPDIR), so no other run on this machine is reaped or named;
+    # Ray's own files stay in /tmp/ray (RAY_TMPDIR: its socket paths must stay short).
+    records = tempfile.mkdtemp(prefix="rbo-rec-")
+    env = ENV | {"TMPDIR": records, "RAY_TMPDIR": "/tmp"}
+    args = [str(path), "--storage", url, "--max-concurrent", "1"]
+    proc = drive(driver_script, fake, *args, env=env)
+    try:
+        wait_for_a_recorded_cell(proc, url, "killed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        leftovers = settled_session(proc.pid)  # what outlives the driver and its raylet
+        store = Store(url)
+        before = store.cells_frame("killed")
+        assert "running" in set(before["state"])
+        # Cells recorded finished before the kill; a cell whose worker finished but whose
+        # result the driver had not yet written is unfinished in the database and rightly
+        # trained again.
+        recorded = set(before.loc[before["state"] == "done", "cell_id"])
 
-    code, out, err = finish(
-        drive(driver_script, fake, str(path), "--storage", url, "--address", ray_node)
-    )
-    assert code == 0, err
-    frame = store.cells_frame("killed")
-    assert set(frame["state"]) == {"done"}
-    trials = optuna_trials(url, "killed")
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
-    assert complete == Counter(frame["cell_id"])
-    assert_recorded_cells_trained_once(log, url, "killed", recorded)
+        code, out, err = finish(drive(driver_script, fake, *args, env=env))
+        assert code == 0, err
+        ended = re.findall(
+            rf"^ended \d+ Ray process(?:es)? \(pids? ([\d, ]+)\) left by an earlier run "
+            rf"whose driver \(pid {proc.pid}\) was killed$",
+            err,
+            re.MULTILINE,
+        )
+        if leftovers:  # Ray left processes: the rerun ended exactly those and said so once
+            assert len(ended) == 1, err
+            assert {int(pid) for pid in ended[0].split(", ")} == leftovers
+        else:
+            assert "Ray process" not in err
+        assert settled_session(proc.pid, timeout=10) == set()
+        frame = store.cells_frame("killed")
+        assert set(frame["state"]) == {"done"}
+        trials = optuna_trials(url, "killed")
+        assert not [t for t in trials if t.state == TrialState.RUNNING]
+        complete = Counter(
+            t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE
+        )
+        assert complete == Counter(frame["cell_id"])
+        assert_recorded_cells_trained_once(log, url, "killed", recorded)
+        # The killed driver's record was reaped, the rerun's deleted as it ended normally.
+        assert not os.listdir(Path(records) / f"robustbench-opt-ray-{os.getuid()}")
+    finally:
+        kill_all(session(proc.pid))
+        shutil.rmtree(records, ignore_errors=True)
 
 
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(

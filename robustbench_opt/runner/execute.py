@@ -34,6 +34,7 @@ from ray.tune.search import Searcher
 
 from robustbench_opt.config import PER_CELL, EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
+from robustbench_opt.runner import orphans
 from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
 from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec
@@ -125,6 +126,7 @@ def run_plan(
     finally:
         if ray_started:
             ray.shutdown()
+            orphans.forget()
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
 
@@ -192,12 +194,18 @@ def connect(address: str | None) -> bool:
     """Connects to Ray: `address` or $RAY_ADDRESS, else starts a local cluster.
 
     Reuses an initialised Ray. Returns True when this call started Ray (caller shuts it down).
+    A local Ray first ends what earlier killed drivers left (`orphans.reap`, one stderr line)
+    and records its own processes for the next run to end if this driver is killed.
     """
     if ray.is_initialized():
         return False
     address = ray_address(address)
     if not address:
+        if ended := orphans.reap():
+            print(orphans.describe(ended), file=sys.stderr)
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        node = ray._private.worker._global_node  # the processes this init started
+        orphans.record(p.process.pid for infos in node.all_processes.values() for p in infos)
         return True
     check_address(address)
     try:
