@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import sys
+from robustbench_opt.cli import entry
 
-from robustbench_opt.cli import main
-
-sys.exit(main())
+entry()

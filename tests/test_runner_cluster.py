@@ -342,17 +342,18 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
     os.killpg(proc.pid, signal.SIGINT)
     code, out, err = finish(proc)
     assert code != 0 and "Traceback" not in err
-    summary = re.search(r"trained (\d+) cells in", out + err)  # what it really finished
-    stopped = re.search(r"stopped early: (\d+) claimed cells did not finish and were released", err)
+    summary = re.search(r"trained (\d+) cells in", out)  # what it really finished
+    stopped = re.search(
+        r"stopped early by Ctrl-C: (\d+) claimed cells did not finish and were released", err
+    )
     frame = Store(url).cells_frame("interrupted")
     assert "running" not in set(frame["state"]) and "done" in set(frame["state"])
     recorded = set(frame.loc[frame["state"] == "done", "cell_id"])
-    assert summary or "interrupted" in err  # Tune stopped cleanly, or Ctrl-C hit our own code
-    if summary:  # it counts only the finished cells, and names the released ones apart
-        assert int(summary.group(1)) == len(recorded)
-        interrupted = frame["error"].eq("run interrupted before this cell finished").sum()
-        assert stopped and int(stopped.group(1)) == interrupted
-        assert "run interrupted before this cell finished" not in err  # not listed as failed
+    # It counts only the finished cells, and names the released ones apart.
+    assert summary and int(summary.group(1)) == len(recorded), (out, err)
+    released = frame["error"].eq("run interrupted before this cell finished").sum()
+    assert stopped and int(stopped.group(1)) == released, err
+    assert "run interrupted before this cell finished" not in err  # not listed as failed
 
     code, _, err = finish(drive(driver_script, fake, *args))
     assert code == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from typing import NoReturn
@@ -64,5 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The program (`robustbench-opt`, `python -m robustbench_opt`): `main`, then exit."""
+    code = main()
+    # Python's teardown would collect every object of torch, Ray and pandas one by one: seconds
+    # after an interrupted run had already said what it did. Frozen objects are left to the OS.
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -117,10 +117,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         print(run_summary(outcome.finished, outcome.wall_seconds, outcome.trial_seconds))
         released = outcome.released
-        if released:
+        if released or outcome.interrupted:
+            cause = " by Ctrl-C" if outcome.interrupted else ""
             print(
-                f"stopped early: {len(outcome.released)} claimed cells did not finish and were "
-                "released (a rerun trains them); finished cells are kept",
+                f"stopped early{cause}: {len(outcome.released)} claimed cells did not finish and "
+                "were released (a rerun trains them); finished cells are kept",
                 file=sys.stderr,
             )
     frame = store.cells_frame(study)

@@ -14,19 +14,22 @@ process died: only its unfinished cells) are retried by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import ray
 from ray import tune
@@ -67,6 +70,7 @@ class Outcome:
     released: list[str] = field(default_factory=list)  # claimed, unfinished, given back at the end
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
     recovered: list[str] = field(default_factory=list)  # cells freed from dead runs
+    interrupted: bool = False  # Ctrl-C stopped it
     wall_seconds: float = 0.0  # whole run, Ray start included
     trial_seconds: float = 0.0  # summed wall time of the finished trials
 
@@ -106,14 +110,17 @@ def run_plan(
             outcome = Outcome(feed.claimed, recovered=recovered.failed)
             recorder = _Recorder(store, plan.study, len(configs), progress or sys.stderr)
             recorder.trials = lambda: f"{feed.handed_out}/{len(tasks)} trials started"
-            _fit(
-                feed,
-                resources,
-                max_concurrent or spec.max_concurrent,
-                trial_fn or default_trial_fn,
-                recorder,
-                f"{plan.study}-{run_id}",
-            )
+            try:
+                _fit(
+                    feed,
+                    resources,
+                    max_concurrent or spec.max_concurrent,
+                    trial_fn or default_trial_fn,
+                    recorder,
+                    f"{plan.study}-{run_id}",
+                )
+            except KeyboardInterrupt:
+                outcome.interrupted = True
             recorder.close()
             outcome.tasks = feed.handed_out
             outcome.finished = sum(s != FAILED for s in recorder.finished.values())
@@ -129,6 +136,60 @@ def run_plan(
             orphans.forget()
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+class _CtrlC:
+    """Ctrl-C while Tune runs: a KeyboardInterrupt at once, so the run abandons Tune and shuts
+    Ray down in seconds (Tune's own graceful stop waits up to 15 s for its actors), but never
+    inside an `_atomic` driver callback: one under way finishes its database writes first."""
+
+    def __init__(self) -> None:
+        self.depth, self.pending = 0, False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handler, while the block runs (main thread only; elsewhere Python's default)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.pending = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.pending and not self.depth:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+_CTRL_C = _CtrlC()
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _atomic(method: Method) -> Method:
+    """A driver callback that Ctrl-C does not cut in half (see `_CtrlC`)."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _CTRL_C.deferred():
+            return method(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
 
 
 def _slots(spec: StudySpec) -> int:
@@ -170,6 +231,7 @@ class _TaskFeed(Searcher):
         """Each group's config without the per-cell keys, in group order."""
         return [json.loads(key) for key in self.groups]
 
+    @_atomic
     def suggest(self, trial_id: str) -> dict[str, Any] | str:
         for cells in self.tasks:
             got = self.store.claim(self.study, self.run_id, cells)
@@ -320,6 +382,7 @@ def _fit(
     name: str,
 ) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new output prints even at verbose=0
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is `_CTRL_C`'s
     # Tune logs every trial traceback and its file writes; errors are recorded in the database
     # and summarised by `run`, so keep the terminal to our progress line.
     tune_logger = logging.getLogger("ray.tune")
@@ -344,7 +407,8 @@ def _fit(
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        tuner.fit()
+        with _CTRL_C.installed():
+            tuner.fit()
     finally:
         tune_logger.setLevel(level)
         shutil.rmtree(results_dir, ignore_errors=True)
@@ -368,12 +432,14 @@ class _Recorder(tune.Callback):
         """Tune pickles its run config for restores, which we never do: drop the live handles."""
         return {k: v for k, v in self.__dict__.items() if k not in ("store", "stream")}
 
+    @_atomic
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for cell_id in trial.config["cells"]:
             self.store.record_start(self.study, cell_id)
             self.running.add(cell_id)
         self._show()
 
+    @_atomic
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
@@ -389,11 +455,13 @@ class _Recorder(tune.Callback):
             self.task_seconds[trial.trial_id] = seconds
             self._end(cell_id, DIVERGED if outcome.status == "diverged" else DONE)
 
+    @_atomic
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for cell_id in trial.config["cells"]:
             if cell_id not in self.finished:
                 self._fail(cell_id, "trial ended without reporting a result", "")
 
+    @_atomic
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error_of(trial)
         for cell_id in trial.config["cells"]:  # a pack's finished cells stay finished

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import time
 
 import pytest
 
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.runner import tasks as tasks_module
-from robustbench_opt.runner.execute import _TaskFeed
+from robustbench_opt.runner.execute import _CtrlC, _TaskFeed
 from robustbench_opt.runner.tasks import AUTO_MAX_CELLS, make_tasks
 from robustbench_opt.spec import Resources
 from robustbench_opt.states import PENDING, RUNNING
@@ -140,3 +143,21 @@ def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
     lines = log.read_text().splitlines()
     assert 95 <= len(lines) <= 102, len(lines)
     assert lines[-1].startswith("big: 10000/10000 done (0 diverged), 0 running, 0 failed, 0 left")
+
+
+def test_ctrl_c_stops_at_once_but_never_inside_a_database_write():
+    """A real SIGINT while the run's handler is installed: inside an `_atomic` callback the write
+    finishes first and the interrupt follows; outside one it is immediate."""
+    ctrl_c = _CtrlC()
+    wrote = []
+    with ctrl_c.installed():
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)  # the handler runs here, in the middle of the "write"
+                wrote.append("row")
+        assert wrote == ["row"]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
