@@ -27,7 +27,7 @@ from robustbench_opt.runner import (
 )
 from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec, load_study
-from robustbench_opt.states import FAILED, FINISHED, STATES
+from robustbench_opt.states import FAILED, STATES
 from robustbench_opt.storage import Store, resolve_url
 
 STORAGE_HELP = "database URL (default: $ROBUSTBENCH_STORAGE, else sqlite:///storage/robustbench.db)"
@@ -124,11 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "were released (a rerun trains them); finished cells are kept",
                 file=sys.stderr,
             )
-    frame = store.cells_frame(study)
-    if frame["state"].isin(FINISHED).any():
-        print_scores(score_study(store, study))  # exactly what `scores STUDY` prints
+    [counts] = [s for s in store.list_studies() if s.name == study]  # one GROUP BY
+    if counts.done + counts.diverged:
+        scored = score_study(store, study)
+        print_scores(scored)  # exactly what `scores STUDY` prints
+        frame = scored.cells  # read once: 10^5 rows take seconds
     else:
         print("no finished cells yet")
+        frame = store.cells_frame(study)
     _print_where(study, url, shown)
     failed = frame[(frame["state"] == FAILED) & ~frame["cell_id"].isin(released)]
     for row in failed.itertuples():
