@@ -434,6 +434,7 @@ class _Recorder(tune.Callback):
 
     @_atomic
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        orphans.refresh()  # the trial's worker joins this run's record of Ray processes
         for cell_id in trial.config["cells"]:
             self.store.record_start(self.study, cell_id)
             self.running.add(cell_id)

@@ -60,11 +60,15 @@ def descendants(pids: Iterable[int]) -> list[int]:
     return found
 
 
+_roots: list[int] = []  # the Ray processes this driver started (`record`), for `refresh`
+
+
 def record(ray_pids: Iterable[int]) -> None:
     """Records this driver and the Ray processes it started, with all their descendants."""
     if not SUPPORTED:
         return
-    procs = [[pid, t] for pid in descendants(ray_pids) if (t := start_time(pid)) is not None]
+    _roots[:] = ray_pids
+    procs = [[pid, t] for pid in descendants(_roots) if (t := start_time(pid)) is not None]
     driver = os.getpid()
     folder = records_dir()
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -74,8 +78,16 @@ def record(ray_pids: Iterable[int]) -> None:
     os.replace(temp, path)
 
 
+def refresh() -> None:
+    """Records again, with the workers Ray started since (a killed driver's workers can
+    outlive it too); nothing when this driver recorded no Ray of its own."""
+    if _roots:
+        record(list(_roots))
+
+
 def forget() -> None:
     """Deletes this driver's record (its Ray was shut down)."""
+    _roots.clear()
     if SUPPORTED:
         (records_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
 

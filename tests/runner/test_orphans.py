@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,7 +30,9 @@ def spawn() -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def start(*cmd: str) -> subprocess.Popen:
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        )
         return procs[-1]
 
     yield start
@@ -106,6 +109,24 @@ def test_record_lists_the_processes_and_their_descendants_and_forget_deletes_it(
     orphans.forget()
     assert not path.exists()
     assert parent.poll() is None
+
+
+def test_refresh_adds_the_processes_started_since_the_record(spawn) -> None:
+    """Ray starts a trial's worker after `ray.init`: a refresh at trial start records it too."""
+    parent = spawn("sh", "-c", "read go; sleep 60 & echo forked; wait")
+    orphans.record([parent.pid])
+    path = orphans.records_dir() / f"{os.getpid()}.json"
+    assert [p for p, _ in json.loads(path.read_text())["processes"]] == [parent.pid]
+    parent.stdin.write("go\n")
+    parent.stdin.flush()
+    assert parent.stdout.readline() == "forked\n"
+    child = orphans.descendants([parent.pid])[1]
+    orphans.refresh()
+    assert [p for p, _ in json.loads(path.read_text())["processes"]] == [parent.pid, child]
+    orphans.forget()
+    orphans.refresh()  # after forget: no record of its own, nothing written
+    assert not path.exists()
+    os.kill(child, signal.SIGKILL)
 
 
 def test_describe_is_one_line_naming_the_processes_and_the_drivers() -> None:
