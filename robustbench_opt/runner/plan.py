@@ -75,12 +75,14 @@ def estimate_cost(
             f"{len(tasks)} trials, {epochs} trial epochs x {plan.measured_epoch_seconds:.2g} "
             "s/epoch, measured in this study",
         )
-    first = tasks[0][0]
-    sizes = sorted({1 if len(task) == 1 else max(map(len, tasks)) for task in tasks})
+    first, largest = tasks[0][0], max(map(len, tasks))
+
+    def timed_size(task: Sequence[TrialConfig]) -> int:  # packs are timed at the largest size
+        return 1 if len(task) == 1 else largest
+
+    sizes = sorted({timed_size(task) for task in tasks})
     rates = {k: (timer or time_training_images)(first, CALIBRATION_STEPS, k) for k in sizes}
-    seconds = sum(
-        cell_seconds(c, rates[1 if len(task) == 1 else sizes[-1]]) for task in tasks for c in task
-    )
+    seconds = sum(cell_seconds(c, rates[timed_size(task)]) for task in tasks for c in task)
     timed = [
         f"{rates[k] * 1e3:.2g} ms per image" + ("" if k == 1 else f" and cell in packs of {k}")
         for k in sizes
