@@ -31,26 +31,28 @@ def records_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"robustbench-opt-ray-{os.getuid()}"
 
 
-def start_time(pid: int) -> int | None:
-    """Process `pid`'s start time in clock ticks after boot; None if it is gone or a zombie."""
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (fields[0] is field 3, the state), or
+    None when the process is gone."""
     try:
-        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # fields[0] is field 3 of stat (state), so field 22 (starttime) is fields[19].
-    return None if fields[0] == "Z" else int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    """Process `pid`'s start time in clock ticks after boot; None if it is gone or a zombie."""
+    fields = _stat(pid)
+    # Field 22 of stat (starttime) is fields[19].
+    return None if fields is None or fields[0] == "Z" else int(fields[19])
 
 
 def descendants(pids: Iterable[int]) -> list[int]:
     """`pids` and every live process below them (walking /proc's parent links)."""
     children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit() and (fields := _stat(entry.name)) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], list(pids)
     while todo:
         pid = todo.pop()
