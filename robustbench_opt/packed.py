@@ -79,6 +79,7 @@ from robustbench_opt.train import (
     run_trial,
     seed_everything,
     should_stop_early,
+    upcast,
     weight_decay_on,
 )
 
@@ -135,7 +136,7 @@ class Pack:
         """One cell's mean cross-entropy and logits (vmapped over the cells by `forward`)."""
         with self.autocast():
             logits = functional_call(self.template, (params, buffers), (x,))
-        return F.cross_entropy(_upcast(logits), y), logits
+        return F.cross_entropy(upcast(logits), y), logits
 
     def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell mean cross-entropy [K] and logits [K, B, classes] for per-cell batches
@@ -198,7 +199,7 @@ class Pack:
         seen = 0
         with torch.no_grad():
             for inputs, targets in batches:
-                logits = _upcast(fused(self.params, self.buffers, inputs))
+                logits = upcast(fused(self.params, self.buffers, inputs))
                 repeated = targets.expand(k, -1)
                 losses = F.cross_entropy(logits.transpose(1, 2), repeated, reduction="none")
                 loss_sum += losses.sum(dim=1).double()
@@ -206,12 +207,6 @@ class Pack:
                 seen += targets.shape[0]
         self.template.train()
         return (loss_sum / seen).tolist(), (correct.double() / seen).tolist()
-
-
-def _upcast(logits: Tensor) -> Tensor:
-    """Low-precision (autocast) logits to float32 for the loss, as `run_trial` does; float64
-    stays float64."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _tensors(model: nn.Module) -> dict[str, Tensor]:
@@ -230,7 +225,8 @@ def stack_targets(targets: Sequence[Tensor], num_classes: int) -> Tensor:
     label batches become one-hot rows: the same loss and gradient)."""
     if all(t.ndim == 1 for t in targets):
         return torch.stack(list(targets))
-    soft = [t if t.ndim == 2 else F.one_hot(t, num_classes).to(torch.float32) for t in targets]
+    dtype = next(t.dtype for t in targets if t.ndim == 2)
+    soft = [t if t.ndim == 2 else F.one_hot(t, num_classes).to(dtype) for t in targets]
     return torch.stack(soft)
 
 

@@ -371,7 +371,7 @@ def _loss_fn(
             logits = forward(inputs)
         if not first_logits:  # a two-pass optimizer calls this twice; keep the first
             first_logits.append(logits.detach())
-        return F.cross_entropy(logits.float(), targets)
+        return F.cross_entropy(upcast(logits), targets)
 
     return compute_loss
 
@@ -392,10 +392,15 @@ def _evaluate(
         for inputs, targets in batches:
             with autocast():
                 logits = forward(inputs)
-            loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
+            loss_sum += F.cross_entropy(upcast(logits), targets, reduction="sum").double()
             correct += (logits.argmax(dim=1) == targets).sum()
             seen += targets.shape[0]
     return loss_sum.item() / seen, correct.item() / seen
+
+
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Low-precision (autocast) logits to float32 for the loss; float64 stays float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _autocast(

@@ -95,6 +95,21 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def float64() -> Iterator[None]:
+    """Whole trials in float64 (models and batches take torch's default dtype), for tests that
+    compare two ways of computing one training trajectory: in float32 two reduction orders
+    drift apart over many steps by amounts that depend on the CPU's kernels (a 1-ulp change
+    can break a max-pool tie and move the trajectory); in float64 they agree to ~1e-15, on
+    every machine."""
+    import torch
+
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[_PostgresServer | None]:
     """A running PostgreSQL server for the session, or None when it cannot be had."""

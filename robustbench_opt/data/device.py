@@ -358,7 +358,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def device_batches(
     splits: DataSplits, recipe: Recipe, device: torch.device, seed: int, epoch: int
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """One epoch of (normalised float32 images, targets) made on `device`, like
+    """One epoch of (normalised images in the default float dtype, targets) made on `device`, like
     `loader.torchvision_batches`: a seeded permutation, full batches only, batched augmentation;
     targets are int64 labels, or soft labels [B, K] for a CutMixed batch."""
     check_batch_size(splits, recipe.batch_size)
@@ -383,9 +383,9 @@ def _epoch(
         x, y = augment(x_all[rows], recipe, generator), y_all[rows]
         if recipe.cutmix_prob > 0 and rng.random() < recipe.cutmix_prob:
             draw = cutmix_params(x.shape[-2], x.shape[-1], recipe.cutmix_alpha, rng)
-            soft = F.one_hot(y, splits.num_classes).to(torch.float32)
+            soft = F.one_hot(y, splits.num_classes).to(torch.get_default_dtype())
             x, y = cutmix(x, soft, draw)
-        yield x.to(torch.float32).mul_(scale).add_(shift), y
+        yield x.to(torch.get_default_dtype()).mul_(scale).add_(shift), y
 
 
 def fits_on_device(splits: DataSplits, device: torch.device) -> bool:

@@ -62,7 +62,7 @@ def torchvision_batches(
     epoch: int,
     workers: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yields (normalised float32 images, targets) on `device` for one epoch.
+    """Yields (normalised images in torch's default float dtype, targets) on `device` for one epoch.
 
     `workers` = DataLoader processes; None = 0 without per-image augmentation, otherwise
     min(MAX_WORKERS, CPU count - 1).
@@ -76,15 +76,19 @@ def torchvision_batches(
     scale, shift = normalisation(splits, device)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
-        yield images.to(torch.float32).mul_(scale).add_(shift), labels.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if labels.is_floating_point():  # CutMix's soft labels
+            labels = labels.to(torch.get_default_dtype())
+        yield images.to(torch.get_default_dtype()).mul_(scale).add_(shift), labels
 
 
 def eval_batches(
     x: Tensor, y: Tensor, splits: DataSplits, batch_size: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yields (normalised float32 images, int64 labels) on `device`, in order, no augmentation."""
+    """Yields (normalised images in the default float dtype, int64 labels) on `device`, in
+    order, no augmentation."""
     scale, shift = normalisation(splits, device)
     for start in range(0, len(y), batch_size):
         images = x[start : start + batch_size].to(device, non_blocking=True)
         labels = y[start : start + batch_size].to(device, non_blocking=True)
-        yield images.to(torch.float32).mul_(scale).add_(shift), labels
+        yield images.to(torch.get_default_dtype()).mul_(scale).add_(shift), labels

@@ -34,8 +34,8 @@ def normalisation(splits: DataSplits, device: torch.device) -> tuple[Tensor, Ten
     std = torch.tensor(splits.std, dtype=torch.float64)
     scale, shift = 1 / (255 * std), -mean / std
     return (
-        scale.to(torch.float32).view(1, -1, 1, 1).to(device),
-        shift.to(torch.float32).view(1, -1, 1, 1).to(device),
+        scale.to(torch.get_default_dtype()).view(1, -1, 1, 1).to(device),
+        shift.to(torch.get_default_dtype()).view(1, -1, 1, 1).to(device),
     )
 
 

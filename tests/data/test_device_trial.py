@@ -38,6 +38,7 @@ def _accuracies(data_on_device: bool, cutmix_prob: float) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("float64")  # the same accuracies on every machine (tests/conftest.py)
 @pytest.mark.parametrize("cutmix_prob", [0.0, 1.0])
 def test_device_path_reaches_dataloader_accuracy_within_seed_noise(cutmix_prob):
     ours, theirs = _accuracies(True, cutmix_prob), _accuracies(False, cutmix_prob)
