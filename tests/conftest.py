@@ -151,7 +151,8 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @dataclass
 class FakeTrial:
-    """Stands in for `train.run_trial` where a test is about orchestration, not training.
+    """Stands in for the trial engine (`trial.train_cells`) where a test is about orchestration,
+    not training: it trains a task's cells one after another.
 
     Sleeps `epoch_seconds` per epoch, reports every epoch, raises for `fail_lr`, and appends
     one JSON line per event ("start", "done") to `log` so tests can count trainings per cell.
@@ -163,7 +164,11 @@ class FakeTrial:
     log: str | None = None
     gate: str | None = None
 
-    def __call__(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
+    def __call__(self, configs, on_epoch, on_result):  # trial.train_cells' signature
+        for k, config in enumerate(configs):
+            on_result(k, self.one(config, lambda record, k=k: on_epoch(k, record)))
+
+    def one(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
         import json
         import os
         import time
@@ -210,6 +215,21 @@ class FakeTrial:
         )
 
 
+def _float64_engine(configs, on_epoch, on_result):  # trial.train_cells' signature
+    """The real trial engine with whole trials in float64 (see the `float64` fixture), for
+    runner tests that compare packed and unpacked cells through Ray: set in the worker."""
+    import torch
+
+    from robustbench_opt.trial import train_cells
+
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        train_cells(configs, on_epoch, on_result)
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One local Ray for the in-process runner tests (the runner reuses an initialised Ray)."""
@@ -250,6 +270,12 @@ def make_study(tmp_path: Path):
 @pytest.fixture(scope="session")
 def fake_trial() -> type[FakeTrial]:
     return FakeTrial
+
+
+@pytest.fixture(scope="session")
+def float64_engine():
+    """The real trial engine in float64, as a runner's `trial_fn` (`_float64_engine`)."""
+    return _float64_engine
 
 
 DRIVER = """

@@ -17,6 +17,7 @@ from robustbench_opt.spec import load_study
 from robustbench_opt.storage import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+LOSS_RTOL, ACC_ATOL = 2e-3, 0.01  # tests/test_packed.py's whole-trial tolerances
 
 
 def complete_per_cell(store: Store, study: str) -> Counter:
@@ -84,28 +85,38 @@ def test_real_training_on_digits(tmp_path: Path, make_study) -> None:
     assert trial.intermediate_values == {1: row["final_test_acc"]}
 
 
-def test_packed_study_records_each_cell_as_its_unpacked_trial_would(tmp_path: Path, make_study):
-    """Three adam cells as one packed Ray trial (the real trainer) against the same cells
-    trained one per trial: each cell lands once, says it ran packed, and measures the same
-    within the whole-trial float32 tolerance of tests/test_packed.py."""
-    frames, notes = {}, {}
+def test_a_pack_of_3_through_ray_records_each_cell_as_its_single_cell_trial_would(
+    tmp_path: Path, make_study, float64_engine
+):
+    """Three adam cells as one packed Ray trial (the trial engine, fused path) against the
+    same cells trained one per trial: each cell lands once, says it ran packed, and every
+    epoch record measures the same within the whole-trial tolerances of tests/test_packed.py.
+    Both run the real engine in float64 (`float64_engine`), so that holds on any CPU."""
+    frames, epochs, notes = {}, {}, {}
     for packing in ("off", 3):
         path = make_study("pk", [0.01, 0.003, 0.001], optimizers=["adam"],
                           recipe={"epochs": 2, "batch_size": 64},
                           resources={"cpus": 1, "gpus": 0, "packing": packing})  # fmt: skip
         spec = load_study(path)
         store = Store(f"sqlite:///{tmp_path / f'{packing}.db'}")
-        outcome = run_plan(store, spec, make_plan(store, spec, "pk"))
+        outcome = run_plan(store, spec, make_plan(store, spec, "pk"), trial_fn=float64_engine)
         assert outcome.failed == {} and outcome.tasks == (3 if packing == "off" else 1)
         assert complete_per_cell(store, "pk") == Counter(outcome.claimed)
         frames[packing] = store.cells_frame("pk").set_index("cell_id").sort_index()
+        epochs[packing] = store.epochs_frame("pk").set_index(["cell_id", "epoch"]).sort_index()
         trials = optuna.load_study(study_name="pk", storage=store.optuna_storage).trials
         notes[packing] = [" ".join(t.user_attrs["record"]["notes"]) for t in trials]
     assert all("packed: trained in one process with 3 cells" in n for n in notes[3])
     assert not any("packed" in n for n in notes["off"])
     off, packed = frames["off"], frames[3]
     assert list(off.index) == list(packed.index) and (packed["state"] == "done").all()
-    assert (off["final_test_acc"] - packed["final_test_acc"]).abs().max() <= 0.01
+    assert (off["final_test_acc"] - packed["final_test_acc"]).abs().max() <= ACC_ATOL
+    assert list(epochs["off"].index) == list(epochs[3].index) and len(epochs[3]) == 6
+    for column in ("train_loss", "test_loss"):
+        a, b = epochs[3][column], epochs["off"][column]
+        assert ((a - b).abs() <= LOSS_RTOL * b.abs()).all(), column
+    for column in ("train_acc", "test_acc"):
+        assert (epochs[3][column] - epochs["off"][column]).abs().max() <= ACC_ATOL, column
 
 
 def test_gpu_request_without_gpu_is_refused_before_any_write(tmp_path: Path, make_study) -> None:

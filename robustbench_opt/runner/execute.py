@@ -43,8 +43,11 @@ from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec
 from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
+from robustbench_opt.trial import EpochHook, ResultHook
 
-TrialFn = Callable[[TrialConfig, Callable[[EpochRecord], None]], TrialResult]
+# A trainer: trains a task's cells (one, or a pack), reporting each cell's epochs and result
+# through the hooks (`trial.train_cells`'s signature; tests inject their own).
+TrialFn = Callable[[list[TrialConfig], EpochHook, ResultHook], object]
 # What Tune is asked for per trial: fixed, or per cell (`gpus: auto`). Not `spec.Resources`,
 # the study's own request that this is derived from.
 RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
@@ -53,11 +56,13 @@ LOG_EVERY_S = 30.0  # off a terminal, a progress line at most this often ...
 LOG_EVERY_SHARE = 0.01  # ... or when another 1% of the cells finished, and at the end
 
 
-def default_trial_fn(config: TrialConfig, on_epoch: Callable[[EpochRecord], None]) -> TrialResult:
-    """Trains one cell (torch is imported in the worker only)."""
-    from robustbench_opt.train import run_trial
+def default_trial_fn(
+    configs: list[TrialConfig], on_epoch: EpochHook, on_result: ResultHook
+) -> None:
+    """Trains a task's cells with the trial engine (torch is imported in the worker only)."""
+    from robustbench_opt.trial import train_cells
 
-    return run_trial(config, on_epoch)
+    train_cells(configs, on_epoch, on_result)
 
 
 @dataclass
@@ -350,11 +355,7 @@ def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayReso
 
 
 def _trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: TrialFn) -> None:
-    """One Tune trial (worker side): train one cell or a pack, report per cell.
-
-    A pack trains fused (`run_packed`) with the real trainer; an injected `trial_fn` (tests)
-    trains a pack's cells one after another.
-    """
+    """One Tune trial (worker side): `trial_fn` trains one cell or a pack, reported per cell."""
     ids, shared = params["cells"], groups[params["group"]]
     cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
 
@@ -364,13 +365,7 @@ def _trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: T
     def on_result(k: int, result: TrialResult) -> None:
         tune.report({"cell": ids[k], "rbo_result": json.dumps(result.to_dict())})
 
-    if len(cells) > 1 and trial_fn is default_trial_fn:
-        from robustbench_opt.packed import run_packed
-
-        run_packed(cells, on_epoch, on_result)
-        return
-    for k, config in enumerate(cells):
-        on_result(k, trial_fn(config, lambda record, k=k: on_epoch(k, record)))
+    trial_fn(cells, on_epoch, on_result)
 
 
 def _fit(
