@@ -9,13 +9,14 @@
   torch.compile) as the trial would use them.
 
 Both train the same model from the same initial weights with the same optimizer, batch size and
-augmentation.
+augmentation. Every path builds its cells as a trial does (`trial.build.build_cells`: seeds,
+weight-decay parameter groups, registry optimizer), so what it times is what a trial trains.
 
 `bench_pack` times K grid cells (lr spread around the config's, seeds config.seed + i) two ways
-in the same run: `sequential`, one cell after another, each with its own model and optimizer
-(`optimizer_step`), and `packed`, the same K cells as one `packed.Pack` (one vmapped
-forward/backward per step). Both draw each cell's batches from its own seed on the trial's data
-path. `synthetic_splits` makes CIFAR-shaped random images in memory, so it needs no download.
+in the same run: `sequential`, one cell after another, each stepped on its own (`trial.single`),
+and `packed`, the same K cells as one `trial.pack.Pack` (one vmapped forward/backward per step).
+Both draw each cell's batches from its own seed on the trial's data path. `synthetic_splits`
+makes CIFAR-shaped random images in memory, so it needs no download.
 
 Each path is built and runs `warmup` untimed epochs (worker start-up, cuDNN
 autotuning, compilation; its peak memory is measured here, before the other path exists). The
@@ -34,37 +35,29 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from robustbench_opt.config import TrialConfig, check_recipe
-from robustbench_opt.data import DataSplits, load_splits, train_batches
-from robustbench_opt.data.device import device_batches, use_device_path
+from robustbench_opt.data import DataSplits, load_splits
+from robustbench_opt.data.device import use_device_path
 from robustbench_opt.data.loader import MAX_WORKERS
 from robustbench_opt.data.transforms import batch_cutmix, image_transform
 from robustbench_opt.errors import UserError
-from robustbench_opt.models import build_model
-from robustbench_opt.optim import BuiltOptimizer, build_optimizer, optimizer_step
-from robustbench_opt.packed import Pack, stack_targets
-from robustbench_opt.train import (
-    describe_device,
-    package_versions,
-    pick_device,
-    seed_everything,
-    use_channels_last,
-)
+from robustbench_opt.trial.build import BuiltCell, build_cells, pack_configs
+from robustbench_opt.trial.device import describe_device, pick_device
+from robustbench_opt.trial.engine import Trial
+from robustbench_opt.trial.provenance import package_versions
+from robustbench_opt.trial.single import Single
 
 PATHS = ("plain", "device")
 PACK_PATHS = ("sequential", "packed")
-LR_SPREAD = (1.0, 2.0, 0.5)  # cell i of a benchmarked pack trains at lr * LR_SPREAD[i % 3]
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]  # epoch (1-based) -> batches
 
 
@@ -211,85 +204,63 @@ class _Path:
     workers: int
     memory_bytes: int
     memory_kind: str
+    cells: list[BuiltCell]  # what it trains, built as a trial builds it (`build_cells`)
+
+
+def _build(configs: list[TrialConfig], splits: DataSplits, device: torch.device) -> list[BuiltCell]:
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    return build_cells(configs, splits.num_classes, shape, device)
 
 
 def prepare_path(
     name: str, config: TrialConfig, splits: DataSplits, device: torch.device, warmup: int
 ) -> _Path:
-    """Builds `name`'s model, optimizer and batches, runs `warmup` epochs, measures memory."""
-    fast = name == "device"
-    recipe = config.recipe
-    options = {
-        "channels_last": fast and use_channels_last(recipe, device),
-        "amp_bf16": fast and recipe.amp_bf16 and device.type == "cuda",
-        "compile": fast and recipe.compile,
-    }
+    """Builds `name`'s model, optimizer and batches, runs `warmup` epochs, measures memory.
+
+    "device" is the trial engine's own epoch (`trial.engine.Trial` on the device-resident
+    data, with the recipe's speed options); "plain" is the textbook loop over the same cell,
+    built as the trial builds it, stepped eagerly (no channels_last, autocast or compile)."""
     memory = _Memory(device)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
-    model = model.to(device)
-    if options["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    built = build_optimizer(
-        model.parameters(), config.optimizer, config.lr, config.weight_decay,
-        config.optimizer_kwargs,
-    )  # fmt: skip
-    forward: Callable[[Tensor], Tensor] = torch.compile(model) if options["compile"] else model
-    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext
-    if options["amp_bf16"]:
-        autocast = partial(torch.autocast, "cuda", dtype=torch.bfloat16)
-    workers = 0 if fast else plain_workers(config)
-    if fast:
+    if name == "device":
+        trial = Trial([config], splits, device, on_device=True, start=time.perf_counter())
+        cells = [cell.built for cell in trial.cells]
+        options = {
+            "channels_last": trial.runtime["channels_last"],
+            "amp_bf16": config.recipe.amp_bf16 and device.type == "cuda",
+            "compile": trial.runtime["compile"],
+        }
+        workers = 0
 
-        def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
-            return device_batches(splits, recipe, device, config.seed, epoch)
+        def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
+            return trial.train_epoch(epoch - 1, None if sample is None else lambda *_: sample())
     else:
+        cells = _build([config], splits, device)
+        options = {"channels_last": False, "amp_bf16": False, "compile": False}
+        stepper = Single(cells[0].model, nullcontext, False, False)
+        workers = plain_workers(config)
         batches = plain_batches(splits, config, device, workers)
-    memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
 
-    def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
-        return _train(model, forward, built, batches(epoch), memory_format, autocast, sample)
+        def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
+            seen = 0
+            for inputs, targets in batches(epoch):
+                stepper.step([cells[0].optimizer], inputs.unsqueeze(0), targets.unsqueeze(0))
+                seen += targets.shape[0]
+                if sample is not None:
+                    sample()
+            return seen
 
     for epoch in range(1, warmup + 1):
         run_epoch(epoch, memory.sample)
     _synchronize(device)
-    return _Path(name, run_epoch, options, workers, memory.result(), memory.kind)
-
-
-def _train(
-    model: nn.Module,
-    forward: Callable[[Tensor], Tensor],
-    built: BuiltOptimizer,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    memory_format: torch.memory_format,
-    autocast: Callable[[], AbstractContextManager[Any]],
-    sample: Callable[[], None] | None,
-) -> int:
-    """One epoch of optimizer steps; returns the number of training images."""
-    model.train()
-    seen = 0
-    for inputs, targets in batches:
-        inputs = inputs.contiguous(memory_format=memory_format)
-
-        def compute_loss(inputs: Tensor = inputs, targets: Tensor = targets) -> Tensor:
-            with autocast():
-                logits = forward(inputs)
-            return F.cross_entropy(logits.float(), targets)
-
-        optimizer_step(model, built, compute_loss)
-        seen += targets.shape[0]
-        if sample is not None:
-            sample()
-    return seen
+    return _Path(name, run_epoch, options, workers, memory.result(), memory.kind, cells)
 
 
 def _prime(config: TrialConfig, splits: DataSplits, device: torch.device) -> None:
     """One throwaway forward-backward, so one-time costs (library handles, kernel caches) are
     paid before memory is measured and not charged to whichever path runs first."""
-    model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
-    model = model.to(device)
+    [cell] = _build([config], splits, device)
     shape = (config.recipe.batch_size, splits.in_channels, splits.image_size, splits.image_size)
-    model(torch.zeros(shape, device=device)).sum().backward()
+    cell.model(torch.zeros(shape, device=device)).sum().backward()
     _synchronize(device)
 
 
@@ -359,14 +330,6 @@ def synthetic_splits(images: int, seed: int = 0) -> DataSplits:
     )  # fmt: skip
 
 
-def pack_configs(config: TrialConfig, cells: int) -> list[TrialConfig]:
-    """The benchmarked grid cells: lr * LR_SPREAD[i % 3], seed config.seed + i."""
-    return [
-        replace(config, lr=config.lr * LR_SPREAD[i % len(LR_SPREAD)], seed=config.seed + i)
-        for i in range(cells)
-    ]
-
-
 def prepare_pack_path(
     name: str,
     configs: list[TrialConfig],
@@ -374,53 +337,27 @@ def prepare_pack_path(
     device: torch.device,
     warmup: int,
 ) -> _Path:
-    """Builds K models and optimizers (as `run_trial` seeds them), for `name` ("sequential" or
-    "packed"), runs `warmup` epochs and measures memory."""
-    recipe = replace(
-        configs[0].recipe, data_on_device=use_device_path(splits, configs[0].recipe, device)
-    )
+    """K cells as the trial engine trains them, for `name` ("sequential": K trials of one
+    cell, one after another; "packed": one trial of K cells, one `Pack`), `warmup` epochs run
+    and memory measured. Training epochs only: no evaluation in either."""
+    on_device = use_device_path(splits, configs[0].recipe, device)
     memory = _Memory(device)
-    models, optimizers = [], []
-    for config in configs:
-        seed_everything(config.seed)
-        model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
-        models.append(model.to(device))
-        optimizers.append(
-            build_optimizer(
-                models[-1].parameters(),
-                config.optimizer,
-                config.lr,
-                config.weight_decay,
-                config.optimizer_kwargs,
-            )
-        )
-    pack = Pack(models) if name == "packed" else None
-
-    def streams(epoch: int) -> list[Iterable[tuple[Tensor, Tensor]]]:
-        return [train_batches(splits, recipe, device, c.seed, epoch) for c in configs]
+    start = time.perf_counter()
+    if name == "packed":
+        trials = [Trial(configs, splits, device, on_device, start)]
+    else:
+        trials = [Trial([config], splits, device, on_device, start) for config in configs]
+    cells = [cell.built for trial in trials for cell in trial.cells]
 
     def run_epoch(epoch: int, sample: Callable[[], None] | None = None) -> int:
-        seen = 0
-        if pack is None:
-            for model, built, batches in zip(models, optimizers, streams(epoch), strict=True):
-                seen += _train(
-                    model, model, built, batches, torch.contiguous_format, nullcontext, sample
-                )
-            return seen
-        for batches in zip(*streams(epoch), strict=True):
-            inputs = torch.stack([x for x, _ in batches])
-            targets = stack_targets([y for _, y in batches], splits.num_classes)
-            pack.step(optimizers, inputs, targets)
-            seen += targets.shape[0] * targets.shape[1]
-            if sample is not None:
-                sample()
-        return seen
+        report = None if sample is None else lambda *_: sample()
+        return sum(trial.train_epoch(epoch - 1, report) for trial in trials)
 
     for epoch in range(1, warmup + 1):
         run_epoch(epoch, memory.sample)
     _synchronize(device)
-    options = {"cells": len(configs), "data_on_device": bool(recipe.data_on_device)}
-    return _Path(name, run_epoch, options, 0, memory.result(), memory.kind)
+    options = {"cells": len(configs), "data_on_device": on_device}
+    return _Path(name, run_epoch, options, 0, memory.result(), memory.kind, cells)
 
 
 def bench_pack(

@@ -269,6 +269,9 @@ class TrialResult:
     # "all" for records stored before this field existed, which is what they ran.
     weight_decay_params: str = "all"
     host: str = ""  # the machine (on a cluster: the node or container) that trained it
+    # How it ran, decided at its start (pack_size, data_on_device, channels_last, compile,
+    # threads): run-time choices, beside the recipe it was asked to run; {} before they were kept.
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

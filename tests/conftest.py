@@ -220,7 +220,7 @@ def _float64_engine(configs, on_epoch, on_result):  # trial.train_cells' signatu
     runner tests that compare packed and unpacked cells through Ray: set in the worker."""
     import torch
 
-    from robustbench_opt.trial import train_cells
+    from robustbench_opt.trial.engine import train_cells
 
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

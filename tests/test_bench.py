@@ -8,12 +8,22 @@ import json
 import pytest
 import torch
 
-from robustbench_opt.bench import bench, bench_pack, plain_batches, synthetic_splits
+from robustbench_opt.bench import (
+    PACK_PATHS,
+    PATHS,
+    bench,
+    bench_pack,
+    plain_batches,
+    prepare_pack_path,
+    prepare_path,
+    synthetic_splits,
+)
 from robustbench_opt.cli import main
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.data import load_splits
 from robustbench_opt.data.device import device_batches
 from robustbench_opt.errors import UserError
+from robustbench_opt.trial.build import pack_configs
 
 CPU = torch.device("cpu")
 
@@ -108,3 +118,25 @@ def test_cli_bench_pack_on_synthetic_data_and_its_errors(capsys):
     assert "--synthetic only applies with --pack K" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--pack", "0"])
+
+
+def test_every_bench_path_builds_its_cells_as_a_trial_does_the_decay_policy_included():
+    """A `no_norm_bias` recipe reaches bench: each path's optimizer has the decayed weights and
+    an undecayed group of biases, as the trial's own build gives (`build_cells`)."""
+    config = dataclasses.replace(
+        _config(batch_size=256, weight_decay_params="no_norm_bias"),
+        optimizer="adamw",
+        weight_decay=1e-2,
+    )
+    splits = load_splits("digits")
+    paths = [prepare_path(name, config, splits, CPU, warmup=1) for name in PATHS]
+    paths += [
+        prepare_pack_path(name, pack_configs(config, 2), splits, CPU, warmup=1)
+        for name in PACK_PATHS
+    ]
+    for path in paths:
+        assert len(path.cells) == (1 if path.name in PATHS else 2)
+        for cell in path.cells:
+            decayed, undecayed = cell.optimizer.optimizer.param_groups
+            assert decayed["weight_decay"] == 1e-2 and all(p.ndim >= 2 for p in decayed["params"])
+            assert undecayed["weight_decay"] == 0.0 and len(undecayed["params"]) == 4

@@ -17,7 +17,7 @@ from robustbench_opt.spec import load_study
 from robustbench_opt.storage import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-LOSS_RTOL, ACC_ATOL = 2e-3, 0.01  # tests/test_packed.py's whole-trial tolerances
+LOSS_RTOL, ACC_ATOL = 2e-3, 0.01  # tests/trial/test_pack.py's whole-trial tolerances
 
 
 def complete_per_cell(store: Store, study: str) -> Counter:
@@ -90,7 +90,7 @@ def test_a_pack_of_3_through_ray_records_each_cell_as_its_single_cell_trial_woul
 ):
     """Three adam cells as one packed Ray trial (the trial engine, fused path) against the
     same cells trained one per trial: each cell lands once, says it ran packed, and every
-    epoch record measures the same within the whole-trial tolerances of tests/test_packed.py.
+    epoch record measures the same within the whole-trial tolerances of tests/trial/test_pack.py.
     Both run the real engine in float64 (`float64_engine`), so that holds on any CPU."""
     frames, epochs, notes = {}, {}, {}
     for packing in ("off", 3):

@@ -247,7 +247,7 @@ def _loss(value: float) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     """Runs one trial with a progress bar on stderr; prints epochs and a summary (or JSON)."""
-    from robustbench_opt.train import run_trial  # torch import only when training
+    from robustbench_opt.trial.engine import run_trial  # torch import only when training
 
     config = trial_config_from_args(args)
     err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)

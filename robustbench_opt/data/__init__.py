@@ -31,15 +31,20 @@ __all__ = [
 
 
 def train_batches(
-    splits: DataSplits, recipe: Recipe, device: torch.device, seed: int, epoch: int
+    splits: DataSplits,
+    recipe: Recipe,
+    device: torch.device,
+    seed: int,
+    epoch: int,
+    on_device: bool,
 ) -> Iterable[tuple[Tensor, Tensor]]:
-    """One shuffled epoch of (float32 normalised images, targets) on `device`.
+    """One shuffled epoch of (normalised images, targets) on `device`.
 
     Targets are int64 labels, or float soft labels [B, K] (rows sum to 1) for a CutMixed batch.
     Deterministic for (seed, epoch). This is the single dispatch point between data paths:
-    `device.device_batches` when `recipe.data_on_device` (None = when the data fits on the
-    device), else the torchvision path (`loader.torchvision_batches`).
+    `device.device_batches` when `on_device` (a trial decides it once: `use_device_path`), else
+    the torchvision path (`loader.torchvision_batches`).
     """
-    if use_device_path(splits, recipe, device):
+    if on_device:
         return device_batches(splits, recipe, device, seed, epoch)
     return torchvision_batches(splits, recipe, device, seed, epoch)

@@ -1,7 +1,7 @@
 """Trains a plan's cells on Ray Tune and records them through the Store (driver side only).
 
 Tune schedules tasks: a task is one Ray trial that trains one cell, or a pack of cells of one
-optimizer entry and variant that train together (`packed.run_packed`: one fused forward and
+optimizer entry and variant that train together (`trial.engine.train_cells`: one fused forward and
 backward, every cell's numbers its own). A Tune searcher (`_TaskFeed`) hands Tune the next task
 when a slot frees and claims its cells only then, so a run holds a window of cells, never the
 whole study, and two launchers on one database share a study's cells. Reused actors, no retries
@@ -43,7 +43,7 @@ from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec
 from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
-from robustbench_opt.trial import EpochHook, ResultHook
+from robustbench_opt.trial.hooks import EpochHook, ResultHook
 
 # A trainer: trains a task's cells (one, or a pack), reporting each cell's epochs and result
 # through the hooks (`trial.train_cells`'s signature; tests inject their own).
@@ -60,7 +60,7 @@ def default_trial_fn(
     configs: list[TrialConfig], on_epoch: EpochHook, on_result: ResultHook
 ) -> None:
     """Trains a task's cells with the trial engine (torch is imported in the worker only)."""
-    from robustbench_opt.trial import train_cells
+    from robustbench_opt.trial.engine import train_cells
 
     train_cells(configs, on_epoch, on_result)
 

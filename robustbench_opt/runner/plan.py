@@ -100,7 +100,7 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     `EVAL_COST`; epochs as the trial will run them (SAM equal compute halves them)."""
     from robustbench_opt.optim import get_info
     from robustbench_opt.runner.packing import DATA_SHAPES
-    from robustbench_opt.train import epochs_to_run
+    from robustbench_opt.trial.rules import epochs_to_run
 
     shape = DATA_SHAPES[config.dataset]
     two_pass = get_info(config.optimizer).two_pass
@@ -112,49 +112,37 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
 
 def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> float:
     """Seconds per trained image and cell on this machine: the median of at least `steps` timed
-    training steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of `cells`
-    copies of the config's model and optimizer (one `packed.Pack` when more than one) on random
-    images of its data set's shape, on one CPU thread as a 1-CPU trial."""
+    training steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of `cells` cells
+    of the config's kind, built and stepped as a trial builds and steps them (`build_cells`;
+    one `Pack` when more than one, else the cell's own module with its memory format and
+    autocast; not compiled), on random images of its data set's shape, on one CPU thread as a
+    1-CPU trial."""
     import torch
-    import torch.nn.functional as F
 
-    from robustbench_opt.models import build_model
-    from robustbench_opt.optim import build_optimizer, optimizer_step
-    from robustbench_opt.packed import Pack
     from robustbench_opt.runner.packing import DATA_SHAPES
-    from robustbench_opt.train import pick_device
+    from robustbench_opt.trial.build import build_cells, pack_configs
+    from robustbench_opt.trial.device import autocast, pick_device, use_channels_last
+    from robustbench_opt.trial.pack import Pack
+    from robustbench_opt.trial.single import Single
 
     shape = DATA_SHAPES[config.dataset]
     device = pick_device(config.device)
-    models = [
-        build_model(config.model, shape.num_classes, shape.channels, shape.image_size)
-        .to(device)
-        .train()
-        for _ in range(cells)
-    ]
-    optimizers = [
-        build_optimizer(
-            model.parameters(),
-            config.optimizer,
-            config.lr,
-            config.weight_decay,
-            config.optimizer_kwargs,
-        )
-        for model in models
-    ]
+    input_shape = (shape.channels, shape.image_size, shape.image_size)
+    built = build_cells(pack_configs(config, cells), shape.num_classes, input_shape, device)
+    context, _ = autocast(config.recipe, device)
+    if cells > 1:
+        stepper: Pack | Single = Pack([cell.model for cell in built], context)
+    else:
+        channels_last = use_channels_last(config.recipe, device)
+        stepper = Single(built[0].model, context, False, channels_last)
+    optimizers = [cell.optimizer for cell in built]
     batch = config.recipe.batch_size
-    size = (cells, batch, shape.channels, shape.image_size, shape.image_size)
-    x = torch.randn(size, device=device)
+    x = torch.randn((cells, batch, *input_shape), device=device)
     y = torch.randint(0, shape.num_classes, (cells, batch), device=device)
-    pack = Pack(models) if cells > 1 else None
 
     def step() -> float:
         start = time.perf_counter()
-        if pack is not None:
-            pack.step(optimizers, x, y)
-        else:
-            model, built = models[0], optimizers[0]
-            optimizer_step(model, built, lambda: F.cross_entropy(model(x[0]), y[0]))
+        stepper.step(optimizers, x, y)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start

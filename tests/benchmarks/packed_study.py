@@ -25,7 +25,7 @@ def loop(study: Path) -> float:
     import torch
 
     from robustbench_opt.spec import load_study
-    from robustbench_opt.train import run_trial
+    from robustbench_opt.trial.engine import run_trial
 
     torch.set_num_threads(1)  # as each Ray trial (cpus: 1)
     start = time.perf_counter()

@@ -147,10 +147,10 @@ def test_train_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> N
 def test_json_is_strict_when_a_loss_is_nan(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from robustbench_opt import train
+    from robustbench_opt.trial import single
 
-    real_step = train.optimizer_step
-    monkeypatch.setattr(train, "optimizer_step", lambda *args: real_step(*args) * float("nan"))
+    real_step = single.optimizer_step
+    monkeypatch.setattr(single, "optimizer_step", lambda *args: real_step(*args) * float("nan"))
     code, out, _ = run_main(["train", "--epochs", "2", "--device", "cpu", "--json"], capsys)
     assert code == 0
 

@@ -83,7 +83,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(digits):
         data_on_device=False,
     )  # fmt: skip
     inline = epoch(digits, recipe, seed=1, workers=0)
-    parallel = list(train_batches(digits, recipe, CPU, 1, 1))  # dispatch point, auto workers
+    parallel = list(train_batches(digits, recipe, CPU, 1, 1, on_device=False))  # auto workers
     two = epoch(digits, recipe, seed=1, workers=2)
     for a, b, c in zip(inline, parallel, two, strict=True):
         assert torch.equal(a[0], b[0]) and torch.equal(a[0], c[0])

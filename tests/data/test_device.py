@@ -292,14 +292,18 @@ def test_bad_inputs_fail_at_the_call_with_one_line():
         device_batches(splits, Recipe(batch_size=4, augment=("crop_flp",)), CPU, 0, 1)
 
 
-def test_dispatch_follows_data_on_device():
+def test_dispatch_follows_the_decided_data_path():
     splits = _splits(n=40)
     assert use_device_path(splits, Recipe(data_on_device=None), CPU)
     assert not use_device_path(splits, Recipe(data_on_device=False), CPU)
-    recipe = Recipe(batch_size=8, data_on_device=True, augment=("crop_flip",))
-    ours = [x for x, _ in train_batches(splits, recipe, CPU, 0, 1)]
+    recipe = Recipe(batch_size=8, augment=("crop_flip",))
+    ours = [x for x, _ in train_batches(splits, recipe, CPU, 0, 1, on_device=True)]
     direct = [x for x, _ in device_batches(splits, recipe, CPU, 0, 1)]
     assert all(torch.equal(a, b) for a, b in zip(ours, direct, strict=True))
+    loader = [x for x, _ in train_batches(splits, recipe, CPU, 0, 1, on_device=False)]
+    assert len(loader) == len(direct) and not all(
+        torch.equal(a, b) for a, b in zip(loader, direct, strict=True)
+    )  # the other path: another augmentation stream
 
 
 @pytest.mark.gpu

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from robustbench_opt.config import Recipe, TrialConfig
-from robustbench_opt.train import run_trial
+from robustbench_opt.trial.engine import run_trial
 
 SEEDS = (0, 1, 2)
 

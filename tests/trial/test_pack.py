@@ -15,8 +15,8 @@ from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import MODELS, ModelInfo, build_model
 from robustbench_opt.optim import build_optimizer, optimizer_step
-from robustbench_opt.packed import Pack, run_packed
-from robustbench_opt.train import run_trial
+from robustbench_opt.trial.engine import run_trial, train_cells
+from robustbench_opt.trial.pack import Pack
 
 # (optimizer, fixed keywords, base lr): every registry entry that trains without a closure,
 # the SAM family over momentum and over adam, and one pytorch-optimizer zoo entry (lion).
@@ -208,7 +208,7 @@ def assert_same_trial(got: TrialResult, want: TrialResult) -> None:
 def test_a_packed_digits_trial_has_its_unpacked_trials_per_epoch_metrics() -> None:
     configs = grid(val_fraction=0.1, augment=("crop",), cutmix_prob=0.5, wd_off_fraction=0.5)
     seen: list[tuple[int, EpochRecord]] = []
-    results = run_packed(configs, on_epoch=lambda k, r: seen.append((k, r)))
+    results = train_cells(configs, on_epoch=lambda k, r: seen.append((k, r)))
     for config, result in zip(configs, results, strict=True):
         assert_same_trial(result, run_trial(config))
         assert any("packed" in note and "3 cells" in note for note in result.notes)
@@ -220,7 +220,7 @@ def test_a_packed_digits_trial_has_its_unpacked_trials_per_epoch_metrics() -> No
 @WHOLE_TRIALS
 def test_the_torchvision_loader_path_packs_too() -> None:
     configs = grid(epochs=2, data_on_device=False)
-    results = run_packed(configs)
+    results = train_cells(configs)
     for config, result in zip(configs, results, strict=True):
         assert_same_trial(result, run_trial(config))
         assert any("torchvision loader" in note for note in result.notes)
@@ -242,7 +242,7 @@ def test_a_diverging_cell_leaves_the_pack_mid_epoch_and_the_others_are_unchanged
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pack, "restack", spy)
-        results = run_packed(
+        results = train_cells(
             configs,
             on_epoch=lambda k, r: events.append(("epoch", k)),
             on_result=lambda k, r: events.append(("final", k)),
@@ -267,7 +267,7 @@ def test_a_diverging_cell_leaves_the_pack_mid_epoch_and_the_others_are_unchanged
 @WHOLE_TRIALS
 def test_a_cell_that_stops_early_is_recorded_then_and_the_others_go_on() -> None:
     configs = grid(epochs=4, early_stopping_patience=1)
-    results = run_packed(configs)
+    results = train_cells(configs)
     for config, result in zip(configs, results, strict=True):
         assert_same_trial(result, run_trial(config))
 
@@ -292,7 +292,7 @@ def test_a_model_vmap_cannot_run_falls_back_to_ordinary_trials_with_a_note(monke
     monkeypatch.setitem(MODELS, "item_net", ModelInfo(ItemNet, "test only", "test"))
     configs = grid(epochs=1, model="item_net")[:2]
     epochs: list[int] = []
-    results = run_packed(configs, on_epoch=lambda k, r: epochs.append(k))
+    results = train_cells(configs, on_epoch=lambda k, r: epochs.append(k))
     assert epochs == [0, 1]
     for config, result in zip(configs, results, strict=True):
         assert result.status == "completed"
@@ -306,7 +306,7 @@ def test_an_optimizer_that_needs_a_closure_is_refused_in_one_line_packed_or_not(
     of them fails as their own trials do: one line, before any training."""
     configs = [digits(optimizer="torch.optim:LBFGS", lr=lr) for lr in (0.1, 0.01)]
     with pytest.raises(UserError, match="needs a closure") as error:
-        run_packed(configs)
+        train_cells(configs)
     assert "\n" not in str(error.value)
 
 
@@ -314,7 +314,7 @@ def test_cells_that_differ_in_more_than_lr_wd_and_seed_are_refused() -> None:
     configs = grid()
     configs[2] = dataclasses.replace(configs[2], recipe=Recipe(epochs=5))
     with pytest.raises(UserError, match="must share recipe") as error:
-        run_packed(configs)
+        train_cells(configs)
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="must share optimizer"):
-        run_packed([digits(), digits(optimizer="sgd")])
+        train_cells([digits(), digits(optimizer="sgd")])

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_opt import train
 from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
+from robustbench_opt.trial import build, device, engine, provenance, rules, single
 
 
 def digits_config(**changes: object) -> TrialConfig:
@@ -46,8 +46,8 @@ def metrics(result: TrialResult) -> list[tuple[float, ...]]:
 
 def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -> None:
     config = digits_config(seed=3)
-    first, again = train.run_trial(config), train.run_trial(config)
-    other = train.run_trial(dataclasses.replace(config, seed=4))
+    first, again = engine.run_trial(config), engine.run_trial(config)
+    other = engine.run_trial(dataclasses.replace(config, seed=4))
     assert metrics(first) == metrics(again)
     assert [m[0] for m in metrics(first)] != [m[0] for m in metrics(other)]
     assert first.status == "completed" and len(first.epochs) == 2
@@ -59,7 +59,7 @@ def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -
     packages = {"python", "torch", "torchvision", "pytorch-optimizer", "robustbench-opt"}
     assert set(first.versions) == packages | {"robustbench-opt-code"}
     assert first.versions["torch"] == torch.__version__
-    assert first.versions["robustbench-opt-code"] == train.code_identity()
+    assert first.versions["robustbench-opt-code"] == provenance.code_identity()
     assert first.weight_decay_params == "all"  # every parameter decays, BatchNorm and biases too
     assert first.device.startswith("cpu")
     assert first.host == platform.node()  # on a cluster: which node trained it
@@ -93,7 +93,7 @@ def test_cifar10_trial_runs_end_to_end_from_a_tiny_cifar_directory(tmp_path: Pat
         dataset="cifar10", data_dir=str(tmp_path), epochs=1, batch_size=16, augment=("crop_flip",)
     )
     seen: list[EpochRecord] = []
-    result = train.run_trial(config, on_epoch=seen.append)
+    result = engine.run_trial(config, on_epoch=seen.append)
     assert result.status == "completed"
     assert seen == result.epochs and len(seen) == 1
     assert result.n_params == sum(
@@ -106,7 +106,7 @@ def test_cifar10_trial_runs_end_to_end_from_a_tiny_cifar_directory(tmp_path: Pat
 
 
 def test_huge_lr_diverges_and_keeps_its_measured_accuracies() -> None:
-    result = train.run_trial(digits_config(lr=100.0, epochs=3))
+    result = engine.run_trial(digits_config(lr=100.0, epochs=3))
     assert result.status == "diverged"
     assert result.diverged_reason
     assert result.epochs, "a diverged trial keeps the epochs it measured"
@@ -115,7 +115,7 @@ def test_huge_lr_diverges_and_keeps_its_measured_accuracies() -> None:
 
 
 def test_mean_loss_above_factor_times_initial_loss_diverges() -> None:
-    result = train.run_trial(digits_config(divergence_factor=0.01, epochs=3))
+    result = engine.run_trial(digits_config(divergence_factor=0.01, epochs=3))
     assert result.status == "diverged"
     assert len(result.epochs) == 1
     assert "initial loss" in (result.diverged_reason or "")
@@ -124,7 +124,7 @@ def test_mean_loss_above_factor_times_initial_loss_diverges() -> None:
 def test_non_finite_batch_loss_stops_the_epoch_and_diverges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_step = train.optimizer_step
+    real_step = single.optimizer_step
     calls = []
 
     def step_then_nan(model, built, compute_loss):  # noqa: ANN001, ANN202
@@ -132,12 +132,12 @@ def test_non_finite_batch_loss_stops_the_epoch_and_diverges(
         loss = real_step(model, built, compute_loss)
         return loss * math.nan if len(calls) == 3 else loss
 
-    monkeypatch.setattr(train, "optimizer_step", step_then_nan)
-    result = train.run_trial(digits_config(epochs=3, batch_size=32))
+    monkeypatch.setattr(single, "optimizer_step", step_then_nan)
+    result = engine.run_trial(digits_config(epochs=3, batch_size=32))
     assert result.status == "diverged"
     assert "non-finite" in (result.diverged_reason or "")
     assert len(result.epochs) == 1 and math.isnan(result.epochs[0].train_loss)
-    assert len(calls) == train.DIVERGENCE_CHECK_EVERY  # stopped at the first check
+    assert len(calls) == rules.DIVERGENCE_CHECK_EVERY  # stopped at the first check
     assert 0.0 <= result.final_test_acc <= 1.0
 
 
@@ -161,22 +161,22 @@ def test_recorded_lr_per_epoch_follows_the_schedule_formula(
     config = dataclasses.replace(
         digits_config(), lr=2e-3, recipe=dataclasses.replace(recipe, batch_size=256)
     )
-    lrs = [r.lr for r in train.run_trial(config).epochs]
+    lrs = [r.lr for r in engine.run_trial(config).epochs]
     assert lrs == pytest.approx([2e-3 * f for f in expected], rel=1e-12, abs=0)
 
 
 def test_cosine_matches_eq17_and_step_milestones_scale_with_halved_epochs() -> None:
     recipe = Recipe(epochs=300, schedule="cosine")
     for t in (0, 1, 150, 299):
-        assert train.lr_factor(recipe, t, 300) == pytest.approx(
+        assert rules.lr_factor(recipe, t, 300) == pytest.approx(
             (1 + math.cos(math.pi * t / 300)) / 2
         )
     step = Recipe(epochs=300, schedule="step", step_milestones=(150, 225), step_gamma=0.1)
-    assert [train.lr_factor(step, t, 300) for t in (149, 150, 224, 225)] == pytest.approx(
+    assert [rules.lr_factor(step, t, 300) for t in (149, 150, 224, 225)] == pytest.approx(
         [1.0, 0.1, 0.1, 0.01]
     )
     # SAM at equal compute trains 150 epochs: milestones move to 75 and 112 (rounded 112.5)
-    assert [train.lr_factor(step, t, 150) for t in (74, 75, 111, 112)] == pytest.approx(
+    assert [rules.lr_factor(step, t, 150) for t in (74, 75, 111, 112)] == pytest.approx(
         [1.0, 0.1, 0.1, 0.01]
     )
 
@@ -205,7 +205,7 @@ def test_plateau_schedule_cuts_lr_when_the_val_loss_stalls() -> None:
         plateau_factor=0.5,
         val_fraction=0.2,
     )
-    result = train.run_trial(config)
+    result = engine.run_trial(config)
     val_losses = [r.val_loss for r in result.epochs]
     expected = simulate_plateau(val_losses, 1e-2, 0.5, 0)
     assert [r.lr for r in result.epochs] == pytest.approx(expected, rel=1e-12)
@@ -218,35 +218,35 @@ def test_weight_decay_switches_off_after_the_fraction_of_epochs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events: list[tuple[str, float]] = []
-    real_set = train.set_weight_decay
+    real_set = engine.set_weight_decay
 
     def record_set(built, value):  # noqa: ANN001, ANN202
         real_set(built, value)
         events.append(("wd", built.optimizer.param_groups[0]["weight_decay"]))
 
-    monkeypatch.setattr(train, "set_weight_decay", record_set)
+    monkeypatch.setattr(engine, "set_weight_decay", record_set)
     config = digits_config(
         optimizer="adamw", weight_decay=1e-2, epochs=4, wd_off_fraction=0.5, batch_size=256
     )
-    result = train.run_trial(config, on_epoch=lambda r: events.append(("epoch", r.epoch)))
+    result = engine.run_trial(config, on_epoch=lambda r: events.append(("epoch", r.epoch)))
     assert events == [("epoch", 1), ("epoch", 2), ("wd", 0.0), ("epoch", 3), ("epoch", 4)]
     assert "weight decay switched off from epoch 3" in result.notes
     # ceil(0.75 * 300) = 225 epochs with decay, as in the paper's recipe
     paper = Recipe(epochs=300, wd_off_fraction=0.75)
-    assert [train.weight_decay_on(paper, t, 300) for t in (224, 225)] == [True, False]
-    assert all(train.weight_decay_on(Recipe(), t, 10) for t in range(10))
+    assert [rules.weight_decay_on(paper, t, 300) for t in (224, 225)] == [True, False]
+    assert all(rules.weight_decay_on(Recipe(), t, 10) for t in range(10))
 
 
 def test_sam_at_equal_compute_trains_half_the_epochs() -> None:
-    sam = train.run_trial(
+    sam = engine.run_trial(
         digits_config(optimizer="sam", epochs=2, sam_equal_compute=True, batch_size=256)
     )
     assert len(sam.epochs) == 1 and sam.status == "completed"
     assert any("1 of 2" in note for note in sam.notes)
-    assert train.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=True) == 2
-    assert train.epochs_to_run(Recipe(epochs=1, sam_equal_compute=True), two_pass=True) == 1
-    assert train.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=False) == 5
-    assert train.epochs_to_run(Recipe(epochs=5), two_pass=True) == 5
+    assert rules.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=True) == 2
+    assert rules.epochs_to_run(Recipe(epochs=1, sam_equal_compute=True), two_pass=True) == 1
+    assert rules.epochs_to_run(Recipe(epochs=5, sam_equal_compute=True), two_pass=False) == 5
+    assert rules.epochs_to_run(Recipe(epochs=5), two_pass=True) == 5
 
 
 def test_early_stopping_stops_after_patience_epochs_without_test_gain(
@@ -255,8 +255,8 @@ def test_early_stopping_stops_after_patience_epochs_without_test_gain(
     """The stop is built, not hoped for: evaluation answers a scripted accuracy sequence (no gain
     at epoch 3), so the test does not depend on one machine's float trajectory."""
     scripted = iter([0.5, 0.6, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
-    monkeypatch.setattr(train, "_evaluate", lambda *args: (1.0, next(scripted)))
-    result = train.run_trial(digits_config(epochs=8, early_stopping_patience=1))
+    monkeypatch.setattr(single.Single, "evaluate", lambda *args: ([1.0], [next(scripted)]))
+    result = engine.run_trial(digits_config(epochs=8, early_stopping_patience=1))
     assert [r.test_acc for r in result.epochs] == [0.5, 0.6, 0.6]
     assert result.status == "completed" and result.best_epoch == 2
     assert any("early stopping after epoch 3" in note for note in result.notes)
@@ -264,29 +264,29 @@ def test_early_stopping_stops_after_patience_epochs_without_test_gain(
 
 def test_no_early_stop_while_accuracy_keeps_rising(monkeypatch: pytest.MonkeyPatch) -> None:
     scripted = iter([0.5, 0.6, 0.7, 0.8])
-    monkeypatch.setattr(train, "_evaluate", lambda *args: (1.0, next(scripted)))
-    result = train.run_trial(digits_config(epochs=4, early_stopping_patience=1))
+    monkeypatch.setattr(single.Single, "evaluate", lambda *args: ([1.0], [next(scripted)]))
+    result = engine.run_trial(digits_config(epochs=4, early_stopping_patience=1))
     assert len(result.epochs) == 4 and not any("early stopping" in n for n in result.notes)
 
 
 def test_should_stop_early_rule() -> None:
-    assert train.should_stop_early([0.5, 0.6, 0.6], patience=1)
-    assert not train.should_stop_early([0.5, 0.6, 0.7], patience=1)
-    assert not train.should_stop_early([0.5, 0.4, 0.6], patience=2)
-    assert train.should_stop_early([0.5, 0.4, 0.5], patience=2)
-    assert not train.should_stop_early([0.5, 0.4, 0.3], patience=None)
+    assert rules.should_stop_early([0.5, 0.6, 0.6], patience=1)
+    assert not rules.should_stop_early([0.5, 0.6, 0.7], patience=1)
+    assert not rules.should_stop_early([0.5, 0.4, 0.6], patience=2)
+    assert rules.should_stop_early([0.5, 0.4, 0.5], patience=2)
+    assert not rules.should_stop_early([0.5, 0.4, 0.3], patience=None)
 
 
 def test_bf16_autocast_is_ignored_on_cpu_with_a_note() -> None:
-    result = train.run_trial(digits_config(epochs=1, amp_bf16=True, channels_last=True))
+    result = engine.run_trial(digits_config(epochs=1, amp_bf16=True, channels_last=True))
     assert result.status == "completed"
     assert any("amp_bf16 ignored on cpu" in note for note in result.notes)
 
 
 def test_result_notes_the_data_path_and_memory_format_that_ran() -> None:
-    auto = train.run_trial(digits_config(epochs=1))
+    auto = engine.run_trial(digits_config(epochs=1))
     assert "data path: device-resident; channels_last off" in auto.notes  # CPU defaults
-    forced = train.run_trial(digits_config(epochs=1, data_on_device=False, channels_last=True))
+    forced = engine.run_trial(digits_config(epochs=1, data_on_device=False, channels_last=True))
     assert "data path: torchvision loader; channels_last on" in forced.notes
 
 
@@ -297,36 +297,39 @@ def test_data_path_is_decided_once_per_trial(monkeypatch: pytest.MonkeyPatch) ->
 
     answers = iter([True] + [False] * 10)  # fits at first, "no longer fits" afterwards
     monkeypatch.setattr(device_path, "fits_on_device", lambda splits, device: next(answers))
-    seen: list[bool | None] = []
-    real = train.train_batches
+    seen: list[bool] = []
+    real = engine.train_batches
 
-    def spy(splits, recipe, device, seed, epoch):
-        seen.append(recipe.data_on_device)
-        return real(splits, recipe, device, seed, epoch)
+    def spy(splits, recipe, device, seed, epoch, on_device):
+        seen.append(on_device)
+        return real(splits, recipe, device, seed, epoch, on_device)
 
-    monkeypatch.setattr(train, "train_batches", spy)
-    result = train.run_trial(digits_config(epochs=3))
+    monkeypatch.setattr(engine, "train_batches", spy)
+    result = engine.run_trial(digits_config(epochs=3))
     assert seen == [True, True, True]
     assert "data path: device-resident; channels_last off" in result.notes
+    # The decision is recorded beside the recipe, which stays what was asked (auto).
+    assert result.runtime["data_on_device"] is True and result.runtime["pack_size"] == 1
+    assert result.config["recipe"]["data_on_device"] is None
 
 
 def test_channels_last_defaults_on_for_cuda_only() -> None:
-    assert train.use_channels_last(Recipe(), torch.device("cuda"))
-    assert not train.use_channels_last(Recipe(), torch.device("cpu"))
-    assert not train.use_channels_last(Recipe(channels_last=False), torch.device("cuda"))
-    assert train.use_channels_last(Recipe(channels_last=True), torch.device("cpu"))
+    assert device.use_channels_last(Recipe(), torch.device("cuda"))
+    assert not device.use_channels_last(Recipe(), torch.device("cpu"))
+    assert not device.use_channels_last(Recipe(channels_last=False), torch.device("cuda"))
+    assert device.use_channels_last(Recipe(channels_last=True), torch.device("cpu"))
 
 
 def test_pick_device() -> None:
-    assert train.pick_device("cpu") == torch.device("cpu")
+    assert device.pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        assert train.pick_device(None) == torch.device("cpu")
+        assert device.pick_device(None) == torch.device("cpu")
         with pytest.raises(UserError, match="'cuda'"):
-            train.pick_device("cuda")
+            device.pick_device("cuda")
     with pytest.raises(UserError, match="unknown device 'tpu'"):
-        train.pick_device("tpu")
+        device.pick_device("tpu")
     with pytest.raises(UserError, match="unknown device 'gpu0'"):
-        train.pick_device("gpu0")
+        device.pick_device("gpu0")
 
 
 @pytest.mark.parametrize(
@@ -340,7 +343,7 @@ def test_pick_device() -> None:
 )
 def test_bad_recipe_values_are_one_line_user_errors(change: dict[str, object], needle: str) -> None:
     with pytest.raises(UserError) as caught:
-        train.run_trial(digits_config(**change))
+        engine.run_trial(digits_config(**change))
     assert needle in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -348,18 +351,18 @@ def test_no_norm_bias_trains_with_undecayed_biases_and_records_the_policy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     groups: list[list[dict]] = []
-    real_build = train.build_optimizer
+    real_build = build.build_optimizer
 
     def record_build(params, *args):  # noqa: ANN001, ANN202
         built = real_build(params, *args)
         groups.append(built.optimizer.param_groups)
         return built
 
-    monkeypatch.setattr(train, "build_optimizer", record_build)
+    monkeypatch.setattr(build, "build_optimizer", record_build)
     config = digits_config(
         optimizer="adamw", weight_decay=1e-2, epochs=1, weight_decay_params="no_norm_bias"
     )
-    result = train.run_trial(config)
+    result = engine.run_trial(config)
     assert result.weight_decay_params == "no_norm_bias"
     assert TrialResult.from_dict(result.to_dict()).weight_decay_params == "no_norm_bias"
     [(decayed, undecayed)] = groups
@@ -371,7 +374,7 @@ def test_no_norm_bias_trains_with_undecayed_biases_and_records_the_policy(
 def test_code_identity_is_the_git_commit_with_a_dirty_mark_else_a_source_hash(
     tmp_path: Path,
 ) -> None:
-    identity = train.code_identity.__wrapped__  # uncached
+    identity = provenance.code_identity.__wrapped__  # uncached
     package = tmp_path / "repo" / "pkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("x = 1\n")
