@@ -12,8 +12,9 @@ a trial trains but not what it computes beyond float rounding, so toggling them 
 cells. bf16 autocast (`amp_bf16`) IS identity: it runs the forward pass in an 8-bit-mantissa
 format, a different computation whose accuracy can differ, not just a faster one.
 
-`RECIPE_RULES` is the one table of what each recipe value must be; study files (`spec`), the
-trainer (`check_recipe`) and the CLI's argument types all check against it.
+`RECIPE_RULES` is the one table of what each recipe field is (kind, default, valid values, help),
+read from its declaration on `Recipe`. The study-file checks (`spec`), the trainer's
+(`check_recipe`) and the `train`/`bench` flags are all made from it.
 """
 
 from __future__ import annotations
@@ -23,20 +24,23 @@ import functools
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.errors import UserError
+from robustbench_opt.rules import Rule, rules_of, setting
 
 Schedule = Literal["constant", "step", "cosine", "plateau"]
-SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "plateau")
-AUGMENTATIONS: tuple[str, ...] = ("crop", "crop_flip", "brightness", "trivialaugment")
+Augmentation = Literal["crop", "crop_flip", "brightness", "trivialaugment"]
 # Which parameters weight decay acts on: every one, or (nanoGPT's groups) only tensors with
 # ndim >= 2, so BatchNorm/LayerNorm weights and every bias are not decayed.
 WeightDecayParams = Literal["all", "no_norm_bias"]
-WEIGHT_DECAY_PARAMS: tuple[str, ...] = ("all", "no_norm_bias")
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
+WEIGHT_DECAY_PARAMS: tuple[str, ...] = typing.get_args(WeightDecayParams)
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
 PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed")  # what may differ within a pack
 SPEED_SWITCHES: tuple[str, ...] = ("data_on_device", "channels_last", "compile")  # Recipe keys
@@ -47,30 +51,75 @@ LATER_FIELDS: Mapping[str, Any] = MappingProxyType({"weight_decay_params": "all"
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a model is trained, independent of the optimizer and its hyperparameters."""
+    """How a model is trained, independent of the optimizer and its hyperparameters.
 
-    epochs: int = 10  # full passes over the training split
-    batch_size: int = 128  # images per optimizer step
-    schedule: Schedule = "constant"  # lr schedule, stepped once per epoch
-    step_milestones: tuple[int, ...] = ()  # step schedule: epochs at which lr *= step_gamma
-    step_gamma: float = 0.1  # step schedule: multiplicative factor
-    plateau_factor: float = 0.5  # plateau schedule: lr *= factor when the monitored loss stalls
-    plateau_patience: int = 3  # plateau schedule: epochs without improvement before cutting
-    augment: tuple[str, ...] = ()  # subset of AUGMENTATIONS, applied in that order
-    crop_padding: int = 4  # crop_flip: pixels of zero padding before the random crop
-    brightness: float = 0.5  # brightness: max absolute delta on [0, 1] images
-    cutmix_prob: float = 0.0  # probability a batch is CutMixed (0 = off; the paper uses 1.0)
-    cutmix_alpha: float = 1.0  # CutMix lambda ~ Beta(alpha, alpha)
-    wd_off_fraction: float | None = None  # weight decay set to 0 after this fraction of epochs
-    early_stopping_patience: int | None = None  # stop after this many epochs w/o val/test gain
-    divergence_factor: float = 10.0  # diverged: epoch mean train loss > factor * initial loss
-    sam_equal_compute: bool = False  # SAM-family optimizers train for half the epochs
-    # Speed options (issue 5); recorded with the trial.
-    data_on_device: bool | None = None  # None = auto: keep data on the device when it fits
-    channels_last: bool | None = None  # NHWC memory format; None = auto: on for CUDA
-    amp_bf16: bool = False  # bf16 autocast (CUDA only); part of the identity (other numerics)
-    compile: bool = False  # torch.compile the model
-    weight_decay_params: WeightDecayParams = "all"  # all | no_norm_bias (only ndim >= 2 decay)
+    Each field is declared once (`rules.setting`): default, help line, valid values; its kind
+    is its type. `RECIPE_RULES` holds what they declare.
+    """
+
+    epochs: int = setting(10, "passes over the training split", ge=1)
+    batch_size: int = setting(128, "images per optimizer step", ge=1)
+    schedule: Schedule = setting("constant", "lr schedule, stepped once per epoch", noun="schedule")
+    step_milestones: tuple[int, ...] = setting(
+        (), "step schedule: epochs at which lr *= step_gamma", ge=1, noun="an epoch"
+    )
+    step_gamma: float = setting(0.1, "step schedule: multiplicative factor", gt=0)
+    plateau_factor: float = setting(
+        0.5, "plateau schedule: lr *= plateau_factor when the monitored loss stalls", gt=0, lt=1
+    )
+    plateau_patience: int = setting(
+        3, "plateau schedule: epochs without improvement before cutting", ge=0
+    )
+    augment: tuple[Augmentation, ...] = setting(
+        (), "augmentations, applied in this order", noun="augmentation"
+    )
+    crop_padding: int = setting(4, "crop_flip: pixels of zero padding before the random crop", ge=0)
+    brightness: float = setting(0.5, "brightness: max absolute delta on [0, 1] images", ge=0)
+    cutmix_prob: float = setting(
+        0.0,
+        "probability a batch is CutMixed (0 = off; the paper uses 1.0)",
+        ge=0,
+        le=1,
+        noun="a probability",
+    )
+    cutmix_alpha: float = setting(1.0, "CutMix lambda ~ Beta(alpha, alpha)", gt=0)
+    wd_off_fraction: float | None = setting(
+        None,
+        "weight decay set to 0 after this fraction of epochs (the paper: 0.75)",
+        ge=0,
+        le=1,
+        noun="a fraction",
+        none="never",
+    )
+    early_stopping_patience: int | None = setting(
+        None,
+        "stop after this many epochs without a val (else test) accuracy gain",
+        ge=1,
+        none="never",
+    )
+    divergence_factor: float = setting(
+        10.0, "diverged: epoch mean train loss > divergence_factor x first-batch loss", gt=0
+    )
+    sam_equal_compute: bool = setting(
+        False, "two-pass (SAM-family) optimizers train half the epochs, as the SAM paper does"
+    )
+    # Speed switches (SPEED_SWITCHES, and amp_bf16 which is identity); recorded with the trial.
+    data_on_device: bool | None = setting(
+        None, "keep data and augmentation on the device (auto: when it fits)", none="auto"
+    )
+    channels_last: bool | None = setting(
+        None, "NHWC memory format (auto: on for CUDA)", none="auto"
+    )
+    amp_bf16: bool = setting(
+        False, "bf16 autocast (CUDA only); other numerics, so part of the cell identity"
+    )
+    compile: bool = setting(False, "torch.compile the model")
+    weight_decay_params: WeightDecayParams = setting(
+        "all",
+        "parameters weight decay acts on: all, or no_norm_bias (only tensors with ndim >= 2:"
+        " no BatchNorm weights, no biases)",
+        noun="weight-decay parameter policy",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, list) else v for k, v in self._as_plain.items()}
@@ -105,48 +154,7 @@ def recipe_identity(data: Mapping[str, Any], overrides: bool = False) -> dict[st
     return out
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What one Recipe field's value must be (None, for optional fields, always passes)."""
-
-    expected: str  # "an integer >= 1"; for choices, the noun ("augmentation")
-    ok: Callable[[Any], bool] = lambda value: True
-    choices: tuple[str, ...] = ()  # the value, or each item of a tuple value, is one of these
-    each: bool = False  # the rule applies to every item of a tuple value
-
-    def violation(self, value: Any) -> tuple[int | None, str] | None:
-        """(index of the bad item or None, what is wrong) for a bad value, else None."""
-        if value is None:
-            return None
-        items = list(enumerate(value)) if self.each else [(None, value)]
-        for index, item in items:
-            if self.choices and item not in self.choices:
-                return index, str(unknown(self.expected, item, self.choices))
-            if not self.choices and not self.ok(item):
-                return index, f"must be {self.expected}, got {item!r}"
-        return None
-
-
-RECIPE_RULES: Mapping[str, Rule] = MappingProxyType(
-    {
-        "epochs": Rule("an integer >= 1", lambda v: v >= 1),
-        "batch_size": Rule("an integer >= 1", lambda v: v >= 1),
-        "schedule": Rule("schedule", choices=SCHEDULES),
-        "step_milestones": Rule("an epoch >= 1", lambda v: v >= 1, each=True),
-        "step_gamma": Rule("a number > 0", lambda v: v > 0),
-        "plateau_factor": Rule("a number in (0, 1)", lambda v: 0 < v < 1),
-        "plateau_patience": Rule("an integer >= 0", lambda v: v >= 0),
-        "augment": Rule("augmentation", choices=AUGMENTATIONS, each=True),
-        "crop_padding": Rule("an integer >= 0", lambda v: v >= 0),
-        "brightness": Rule("a number >= 0", lambda v: v >= 0),
-        "cutmix_prob": Rule("a probability in [0, 1]", lambda v: 0 <= v <= 1),
-        "cutmix_alpha": Rule("a number > 0", lambda v: v > 0),
-        "wd_off_fraction": Rule("a fraction in [0, 1]", lambda v: 0 <= v <= 1),
-        "early_stopping_patience": Rule("an integer >= 1", lambda v: v >= 1),
-        "divergence_factor": Rule("a number > 0", lambda v: v > 0),
-        "weight_decay_params": Rule("weight-decay parameter policy", choices=WEIGHT_DECAY_PARAMS),
-    }
-)
+RECIPE_RULES: Mapping[str, Rule] = rules_of(Recipe)
 
 
 _DEFAULT_RECIPE = Recipe()

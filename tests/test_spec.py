@@ -13,7 +13,7 @@ import pytest
 
 from robustbench_opt.config import Recipe
 from robustbench_opt.errors import UserError
-from robustbench_opt.spec import diff_specs, identity, load_study, log_range
+from robustbench_opt.spec import diff_specs, identity, load_study, log_range, spec_hash
 
 BASE = """\
 name: demo
@@ -176,6 +176,17 @@ def test_identity_leaves_out_speed_switches_but_keeps_bf16(tmp_path: Path) -> No
     assert base != identity(load_study(write(tmp_path, slow, "slow.yaml")).to_dict())
     bf16 = BASE.replace("batch_size: 32\n", "batch_size: 32\n  amp_bf16: true\n")
     assert identity(load_study(write(tmp_path, bf16, "bf16.yaml")).to_dict()) != base
+
+
+def test_spec_hash_and_cell_ids_keep_their_values(tmp_path: Path) -> None:
+    """Values computed before the study-file code was restructured: stored studies resume."""
+    text = BASE + "variants:\n  base: {}\n  cosine: {schedule: cosine, augment: [crop_flip]}\n"
+    spec = load_study(write(tmp_path, text))
+    ids = [c.cell_id(spec.name) for c in spec.cells()]
+    assert spec_hash(spec.to_dict()) == (
+        "9d54452868e256879a1f05aace5085aa2ff6adff7d5583db2101f2ce153a78d8"
+    )
+    assert (len(ids), ids[0], ids[-1]) == (48, "79934f37f917e51c", "ebb03bb3f6da135d")
 
 
 def test_diff_specs_reports_a_reordering_of_optimizers(tmp_path: Path) -> None:
