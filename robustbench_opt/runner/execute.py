@@ -40,7 +40,7 @@ from robustbench_opt.errors import UserError
 from robustbench_opt.runner import orphans
 from robustbench_opt.runner.plan import Plan, check_address, duration, ray_address
 from robustbench_opt.runner.tasks import make_tasks
-from robustbench_opt.spec import StudySpec
+from robustbench_opt.spec import StudySpec, spec_hash
 from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
 from robustbench_opt.trial.hooks import EpochHook, ResultHook
@@ -104,7 +104,7 @@ def run_plan(
         resources = trial_resources(spec, configs)
         if ray_address(address):
             preflight(spec)
-        store.register_study(plan.study, plan.spec, plan.cells)
+        store.register_study(plan.study, plan.spec, spec_hash(plan.spec), plan.cells)
         run_id = store.start_run(plan.study)
         beat = _Heartbeat(store, run_id)
         try:

@@ -13,9 +13,9 @@ from typing import Any
 
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.errors import UserError
-from robustbench_opt.spec import StudySpec, diff_specs, identity
+from robustbench_opt.spec import StudySpec, diff_specs, identity, spec_hash
 from robustbench_opt.states import FINISHED
-from robustbench_opt.storage import Store, spec_hash
+from robustbench_opt.storage import Store
 
 MAX_DIFF_LINES = 8  # changes named in a refusal
 CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured

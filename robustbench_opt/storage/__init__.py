@@ -17,7 +17,6 @@ from robustbench_opt.storage._base import (
 )
 from robustbench_opt.storage.bootstrap import DEFAULT_URL, ENV_VAR, resolve_url
 from robustbench_opt.storage.store import Store
-from robustbench_opt.storage.writes import spec_hash
 
 __all__ = [
     "DEFAULT_URL",
@@ -31,5 +30,4 @@ __all__ = [
     "StudyRecord",
     "StudySummary",
     "resolve_url",
-    "spec_hash",
 ]

@@ -5,7 +5,9 @@ PostgreSQL (modules `bootstrap`, `leases`, `writes`, `imports`, `reads`), and te
 is the one suite that checks it on both.
 
 Model
-    A study is registered once with its spec. It owns one row per grid cell (unique key: study
+    A study is registered once with its spec and the hash of what it measures (the caller
+    computes the hash, `robustbench_opt.spec.spec_hash`; storage stores and compares it and
+    knows nothing of study files). A study owns one row per grid cell (unique key: study
     name + cell id, the hash of the cell's resolved config) and one Optuna study of the same
     name, with one Optuna trial per attempt to train a cell: Optuna's tables are what users
     browse (optuna-dashboard), ours hold what Optuna cannot guarantee. A *run* is one driver
@@ -77,7 +79,7 @@ class StudyRecord:
     name: str
     source: str  # "run" | "import"
     spec: dict[str, Any]  # a run: the study file's canonical dict; an import: its note, classes
-    spec_hash: str
+    spec_hash: str  # a run: as given to register_study; an import: the SHA-256 of its spec
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Recovered:
 
 
 class SpecChanged(Exception):
-    """A study of that name exists with a different spec (or was imported)."""
+    """A study of that name is registered with another spec hash (or was imported)."""
 
     def __init__(self, record: StudyRecord) -> None:
         super().__init__(f"study {record.name!r} is registered with a different spec")
@@ -125,13 +127,19 @@ class ResultStore(abc.ABC):
     # ------------------------------------------------------------------ registry
 
     @abc.abstractmethod
-    def register_study(self, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
-        """Registers study `name`, its cells (pending) and its Optuna study.
+    def register_study(
+        self, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+    ) -> None:
+        """Registers study `name` with `spec` and `spec_hash`, its cells (pending) and its
+        Optuna study.
 
-        Idempotent, and safe when several drivers register the same study at once. A different
-        spec under the same name (or an imported study of that name) raises SpecChanged; the
-        caller words the refusal, it knows the diff. An unchanged spec whose cells hash to new
-        ids (the code's identity changed) is a UserError: nothing is added.
+        `spec_hash` is the caller's hash of what the study measures (`spec.spec_hash`):
+        storage stores it and compares it, and never reads `spec` to compute one. Idempotent,
+        and safe when several drivers register the same study at once. Another hash under the
+        same name (or an imported study of that name) raises SpecChanged; the caller words the
+        refusal, it knows the diff. The same hash keeps the spec first stored. An unchanged
+        hash whose cells hash to new ids (the code's identity changed) is a UserError: nothing
+        is added.
         """
 
     @abc.abstractmethod

@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from optuna.distributions import distribution_to_json
@@ -153,7 +154,9 @@ def import_cells(
             conn.execute(sa.insert(_PARAMS), params)
             conn.execute(sa.insert(_VALUES), values)
             conn.execute(sa.insert(_TRIAL_ATTRS), attrs)
-            conn.execute(sa.insert(t.study), [study_values(study, "import", spec)])
+            conn.execute(
+                sa.insert(t.study), [study_values(study, "import", spec, import_hash(spec))]
+            )
             conn.execute(sa.insert(t.cell), cells)
     except sa.exc.IntegrityError as err:
         first = str(err.orig).strip().splitlines()[0]
@@ -161,6 +164,12 @@ def import_cells(
             f"cannot import study {study!r}: {first} (two rows are the same cell, or the name "
             "was taken meanwhile); nothing was written"
         ) from None
+
+
+def import_hash(spec: dict[str, Any]) -> str:
+    """The stored hash of an imported study: of its spec (note and classes) as stored. Nothing
+    is compared with it (an imported study is never resumed); it fills the column."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def import_cell_id(study: str, key: CellKey) -> str:

@@ -54,8 +54,10 @@ class Store(ResultStore):
     def optuna_storage(self) -> RDBStorage:
         return self._db.optuna
 
-    def register_study(self, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
-        writes.register_study(self._db, name, spec, cells)
+    def register_study(
+        self, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+    ) -> None:
+        writes.register_study(self._db, name, spec, spec_hash, cells)
 
     def import_cells(
         self, study: str, rows: Sequence[ImportRow], source_note: str, num_classes: int = 10

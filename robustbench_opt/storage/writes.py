@@ -3,7 +3,6 @@ as Optuna trials (see `_base` for what each guarantees)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -17,7 +16,6 @@ from optuna.trial import TrialState
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
-from robustbench_opt.spec import identity
 from robustbench_opt.states import DIVERGED, DONE, FAILED, PENDING
 from robustbench_opt.storage import tables as t
 from robustbench_opt.storage._base import SpecChanged
@@ -28,18 +26,15 @@ from robustbench_opt.storage.reads import study_record
 INSERT_CHUNK = 5000  # cell rows per INSERT statement when a study is registered
 
 
-def spec_hash(spec: dict[str, Any]) -> str:
-    """Stable hash of what a study measures (its canonical dict less the run-only keys)."""
-    return hashlib.sha256(json.dumps(identity(spec), sort_keys=True).encode()).hexdigest()
-
-
-def register_study(db: Db, name: str, spec: dict[str, Any], cells: Sequence[TrialConfig]) -> None:
+def register_study(
+    db: Db, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+) -> None:
     """Registers study `name` and its cells, or checks they match what is registered."""
     with db.engine.begin() as conn:
-        conn.execute(insert_ignore(db, t.study), [study_values(name, "run", spec)])
+        conn.execute(insert_ignore(db, t.study), [study_values(name, "run", spec, spec_hash)])
     record = study_record(db, name)
     assert record is not None
-    if record.source != "run" or record.spec_hash != spec_hash(spec):
+    if record.source != "run" or record.spec_hash != spec_hash:
         raise SpecChanged(record)
     with db.engine.begin() as conn:
         registered = set(
@@ -214,13 +209,13 @@ def cell_values(study: str, cell_id: str, key: CellKey, config_json: str) -> dic
     }
 
 
-def study_values(name: str, source: str, spec: dict[str, Any]) -> dict[str, Any]:
+def study_values(name: str, source: str, spec: dict[str, Any], spec_hash: str) -> dict[str, Any]:
     """A new row of our study table."""
     return {
         "name": name,
         "source": source,
         "spec_json": json.dumps(spec, sort_keys=True),
-        "spec_hash": spec_hash(spec),
+        "spec_hash": spec_hash,
         "note": "",
         "created": now(),
     }

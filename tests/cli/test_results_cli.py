@@ -35,8 +35,8 @@ def db(tmp_path_factory) -> str:
         assert main(["import", str(paper_table_path(name)), "--study", name, "--storage", url]) == 0
     configs = [TrialConfig("synthetic", "mlp", "sgd", lr, 0.0) for lr in (0.1, 0.01)]
     store = Store(url)
-    store.register_study("waiting", {"name": "waiting"}, configs)
-    store.register_study("empty", {"name": "empty"}, [])
+    store.register_study("waiting", {"name": "waiting"}, "hash-waiting", configs)
+    store.register_study("empty", {"name": "empty"}, "hash-empty", [])
     return url
 
 

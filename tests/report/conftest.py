@@ -58,7 +58,7 @@ def build_run_study(
         for wd in (0.0, 0.01)
         for seed in range(seeds)
     ]
-    store.register_study(name, {"name": name}, configs)
+    store.register_study(name, {"name": name}, f"hash-{name}", configs)
     run_id = store.start_run(name)
     ids = [c.cell_id(name) for c in configs]
     claimed = len(ids) if finished else len(ids) - 1  # else the last cell stays pending

@@ -75,7 +75,7 @@ def test_cells_per_pack_counts_activations_per_cell(monkeypatch):
 def test_the_feed_claims_one_trial_at_a_time_and_two_feeds_share_a_study(storage_url: str):
     configs = grid()
     store = Store(storage_url)
-    store.register_study("s", {"name": "s"}, list(configs.values()))
+    store.register_study("s", {"name": "s"}, "hash-s", list(configs.values()))
     tasks = make_tasks(configs, Resources(packing=3), slots=1)
     first = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
     second = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
@@ -95,7 +95,7 @@ def test_a_trials_parameters_rebuild_its_cells_from_the_shared_group_configs(tmp
     worker rebuilds exactly the claimed configs (here for 2 groups, packs of 3)."""
     configs = grid()
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
-    store.register_study("s", {"name": "s"}, list(configs.values()))
+    store.register_study("s", {"name": "s"}, "hash-s", list(configs.values()))
     feed = _TaskFeed(
         store, "s", store.start_run("s"), make_tasks(configs, Resources(packing=3), 1), configs
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import math
 import re
@@ -26,6 +27,7 @@ from robustbench_opt.storage.tables import RESULTS_VIEW_COLUMNS
 
 STUDY = "s1"
 SPEC = {"name": STUDY, "lrs": [0.1, 0.01], "weight_decays": [0.0, 1e-4]}
+SPEC_HASH = "hash-of-s1"  # storage stores and compares the hash it is given
 
 
 def make_cells(labels: tuple[str, ...] = ("adam", "sgd")) -> list[TrialConfig]:
@@ -73,7 +75,7 @@ def make_result(config: TrialConfig, accs: list[float], status: str = "completed
 @pytest.fixture
 def store(storage_url: str) -> Store:
     s = Store(storage_url)
-    s.register_study(STUDY, SPEC, make_cells())
+    s.register_study(STUDY, SPEC, SPEC_HASH, make_cells())
     return s
 
 
@@ -81,8 +83,13 @@ def optuna_trials(store: Store, study: str = STUDY) -> list[optuna.trial.FrozenT
     return optuna.load_study(study_name=study, storage=store.optuna_storage).trials
 
 
+def test_storage_knows_nothing_of_study_files() -> None:
+    code = "import sys, robustbench_opt.storage; sys.exit('robustbench_opt.spec' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_register_creates_pending_cells_once(store: Store) -> None:
-    store.register_study(STUDY, SPEC, make_cells())  # idempotent
+    store.register_study(STUDY, SPEC, SPEC_HASH, make_cells())  # idempotent
     frame = store.cells_frame(STUDY)
     assert len(frame) == 8
     assert set(frame["state"]) == {"pending"}
@@ -94,16 +101,25 @@ def test_register_creates_pending_cells_once(store: Store) -> None:
     assert summary.created.tzinfo is not None
 
 
-def test_changed_spec_under_same_name_is_refused(store: Store) -> None:
+def test_changed_spec_hash_under_same_name_is_refused(store: Store) -> None:
     with pytest.raises(SpecChanged) as info:
-        store.register_study(STUDY, {**SPEC, "lrs": [0.1]}, make_cells())
+        store.register_study(STUDY, {**SPEC, "lrs": [0.1]}, "hash-of-another-s1", make_cells())
     assert info.value.record.spec == SPEC
+    assert info.value.record.spec_hash == SPEC_HASH
     assert len(store.cells_frame(STUDY)) == 8
+
+
+def test_the_hash_given_decides_and_the_first_spec_stays(store: Store) -> None:
+    """Storage compares the caller's hash, never one of its own: a spec that differs where the
+    caller's hash does not look (a run-only key) registers again and keeps the stored spec."""
+    store.register_study(STUDY, {**SPEC, "description": "edited"}, SPEC_HASH, make_cells())
+    record = store.study_record(STUDY)
+    assert record is not None and (record.spec, record.spec_hash) == (SPEC, SPEC_HASH)
 
 
 def test_new_cell_ids_under_unchanged_spec_are_refused(store: Store) -> None:
     with pytest.raises(UserError, match="cell identities are new"):
-        store.register_study(STUDY, SPEC, make_cells(("adam", "sgd", "radam")))
+        store.register_study(STUDY, SPEC, SPEC_HASH, make_cells(("adam", "sgd", "radam")))
 
 
 def test_two_stores_never_claim_the_same_cell(storage_url: str, store: Store) -> None:
@@ -357,6 +373,10 @@ def test_import_writes_complete_trials(store: Store) -> None:
     assert [t.value for t in trials] == [0.9, 0.95, 0.93, 0.9]
     sources = {s.name: s.source for s in store.list_studies()}
     assert sources == {STUDY: "run", "paper": "import"}
+    record = store.study_record("paper")
+    assert record is not None
+    stored = hashlib.sha256(json.dumps(record.spec, sort_keys=True).encode()).hexdigest()
+    assert record.spec_hash == stored
     with pytest.raises(UserError, match="already exists"):
         store.import_cells("paper", IMPORT_ROWS, "again")
     with pytest.raises(UserError, match="already exists"):
@@ -454,7 +474,7 @@ def readme_sql() -> str:
 def quickstart(store: Store) -> list[str]:
     """Study "quickstart" (the README's examples): 4 cells done, 1 diverged, 1 failed, 2 pending."""
     cells = make_cells()
-    store.register_study("quickstart", SPEC, cells)
+    store.register_study("quickstart", SPEC, "hash-of-quickstart", cells)
     ids = [c.cell_id("quickstart") for c in cells]
     run = store.start_run("quickstart")
     store.claim("quickstart", run, ids[:6])
