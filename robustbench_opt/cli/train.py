@@ -16,15 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from robustbench_opt.cli.argtypes import number, recipe_list, recipe_value
-from robustbench_opt.config import (
-    AUGMENTATIONS,
-    SCHEDULES,
-    WEIGHT_DECAY_PARAMS,
-    EpochRecord,
-    Recipe,
-    TrialConfig,
-)
+from robustbench_opt.cli.argtypes import add_rule_flags, number
+from robustbench_opt.config import RECIPE_RULES, EpochRecord, Recipe, TrialConfig
 from robustbench_opt.errors import UserError
 
 
@@ -35,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one trial and print its per-epoch metrics",
         description="Train one model with one optimizer and recipe; print metrics per epoch.",
         allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_trial_arguments(train)
     train.add_argument(
@@ -67,115 +59,24 @@ def _keyword(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"value of {key!r} is not a YAML value: {raw!r}") from None
 
 
-_AUTO_ON_OFF = {"auto": None, "on": True, "off": False}
 TABLE_WIDTH = 100  # columns of the `optimizers` table, at most
 
 
 def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that define one trial (shared by `train` and `bench`)."""
-    defaults = Recipe()
+    """The options that define one trial (shared by `train` and `bench`): a flag per recipe
+    field, made from `config.RECIPE_RULES` under the study file's names, and the cell's own."""
     add = parser.add_argument
-    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100")
-    add("--model", default="simple_cnn", help="model name, e.g. simple_cnn, resnet20, resnet18")
-    add("--optimizer", default="adam", help="optimizer name (see `robustbench-opt optimizers`)")
-    add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0)")
-    add("--weight-decay", type=number(float, ge=0), default=0.0, help="weight decay (>= 0)")
+    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100 " + DEFAULT)
+    add("--model", default="simple_cnn", help="e.g. simple_cnn, resnet20, resnet18 " + DEFAULT)
+    add("--optimizer", default="adam", help="see `robustbench-opt optimizers` " + DEFAULT)
+    add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0) " + DEFAULT)
     add(
-        "--wd-params",
-        choices=WEIGHT_DECAY_PARAMS,
-        default=defaults.weight_decay_params,
-        help="parameters weight decay acts on: all, or no_norm_bias (only tensors with ndim >= 2:"
-        " no BatchNorm weights, no biases)",
-    )
-    add(
-        "--epochs",
-        type=recipe_value("epochs", int),
-        default=defaults.epochs,
-        help="passes over the training split",
-    )
-    add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
-    add(
-        "--batch-size",
-        type=recipe_value("batch_size", int),
-        default=defaults.batch_size,
-        help="images per optimizer step",
-    )
-    add("--schedule", choices=SCHEDULES, default=defaults.schedule, help="lr schedule per epoch")
-    add(
-        "--milestones",
-        type=recipe_list("step_milestones", int, "150,225"),
-        default=(),
-        help="step schedule epochs, e.g. 150,225",
-    )
-    add(
-        "--gamma",
-        type=recipe_value("step_gamma", float),
-        default=defaults.step_gamma,
-        help="step schedule factor",
-    )
-    add(
-        "--augment",
-        type=recipe_list("augment", str, "crop_flip,trivialaugment"),
-        default=(),
-        help="comma list of " + ",".join(AUGMENTATIONS),
-    )
-    add(
-        "--cutmix",
-        type=recipe_value("cutmix_prob", float),
-        default=defaults.cutmix_prob,
-        metavar="PROB",
-        help="probability a batch is CutMixed (paper: 1.0)",
-    )
-    add(
-        "--cutmix-alpha",
-        type=recipe_value("cutmix_alpha", float),
-        default=defaults.cutmix_alpha,
-        help="CutMix area ratio ~ Beta(alpha, alpha)",
-    )
-    add(
-        "--wd-off-fraction",
-        type=recipe_value("wd_off_fraction", float),
-        metavar="F",
-        help="weight decay 0 after this share of epochs (paper: 0.75; default: never)",
-    )
-    add(
-        "--early-stopping",
-        type=recipe_value("early_stopping_patience", int),
-        metavar="PATIENCE",
-        help="stop after this many epochs without val (else test) accuracy gain (default: never)",
-    )
-    add(
-        "--divergence-factor",
-        type=recipe_value("divergence_factor", float),
-        default=defaults.divergence_factor,
-        help="diverged: epoch mean train loss > factor x first-batch loss",
-    )
-    add(
-        "--sam-equal-compute", action="store_true", help="two-pass optimizers train half the epochs"
-    )
-    add(
-        "--val-fraction",
-        type=number(float, ge=0, lt=1),
+        "--weight-decay",
+        type=number(float, ge=0),
         default=0.0,
-        help="share of the training split held out for validation",
+        help="weight decay (>= 0) " + DEFAULT,
     )
-    add("--data-dir", help="CIFAR: directory holding cifar-10-batches-py (default: data/)")
-    add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
-    add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    add(
-        "--data-on-device",
-        choices=tuple(_AUTO_ON_OFF),
-        default="auto",
-        help="keep data and augmentation on the device (auto: if it fits)",
-    )
-    add(
-        "--channels-last",
-        choices=tuple(_AUTO_ON_OFF),
-        default="auto",
-        help="NHWC memory format (auto: on for CUDA)",
-    )
-    add("--amp-bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    add("--compile", action="store_true", help="torch.compile the model")
+    add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation " + DEFAULT)
     add(
         "--opt",
         type=_keyword,
@@ -184,6 +85,19 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="optimizer keyword, YAML value; repeatable (--opt base=adam --opt rho=0.05)",
     )
+    add_rule_flags(parser, RECIPE_RULES)
+    add(
+        "--val-fraction",
+        type=number(float, ge=0, lt=1),
+        default=0.0,
+        help="share of the training split held out for validation " + DEFAULT,
+    )
+    add("--data-dir", help="CIFAR: directory holding cifar-10-batches-py (default: data/)")
+    add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
+    add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+
+
+DEFAULT = "(default: %(default)s)"
 
 
 def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
@@ -193,32 +107,13 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
         if key in kwargs:
             raise UserError(f"optimizer keyword {key!r} given twice with --opt; give it once")
         kwargs[key] = value
-    recipe = Recipe(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        schedule=args.schedule,
-        step_milestones=args.milestones,
-        step_gamma=args.gamma,
-        augment=args.augment,
-        cutmix_prob=args.cutmix,
-        cutmix_alpha=args.cutmix_alpha,
-        wd_off_fraction=args.wd_off_fraction,
-        early_stopping_patience=args.early_stopping,
-        divergence_factor=args.divergence_factor,
-        sam_equal_compute=args.sam_equal_compute,
-        data_on_device=_AUTO_ON_OFF[args.data_on_device],
-        channels_last=_AUTO_ON_OFF[args.channels_last],
-        amp_bf16=args.amp_bf16,
-        compile=args.compile,
-        weight_decay_params=args.wd_params,
-    )
     return TrialConfig(
         dataset=args.dataset,
         model=args.model,
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        recipe=recipe,
+        recipe=Recipe(**{name: getattr(args, name) for name in RECIPE_RULES}),
         optimizer_kwargs=kwargs,
         seed=args.seed,
         data_dir=args.data_dir,

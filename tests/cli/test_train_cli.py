@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from robustbench_opt.cli import main
+from robustbench_opt.cli.train import add_trial_arguments, trial_config_from_args
+from robustbench_opt.config import RECIPE_RULES, Recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,10 +57,20 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         (["--device", "tpu"], ["'tpu'", "cpu", "(command line: --device)"]),
         (["--opt", "betas=oops"], ["'betas'", "'oops'", "a list of items (a number)", "default"]),
         (["--opt", "eps=small"], ["'eps'", "'small'", "expects a number"]),
-        (["--wd-params", "norms"], ["--wd-params", "'norms'", "no_norm_bias"]),
+        (
+            ["--weight-decay-params", "norms"],
+            ["--weight-decay-params", "'norms'", "no_norm_bias"],
+        ),
         (["--epochs", "0"], ["--epochs", "must be an integer >= 1, got 0"]),
-        (["--cutmix", "2"], ["--cutmix", "must be a probability in [0, 1], got 2.0"]),
-        (["--milestones", "0,5"], ["--milestones", "must be an epoch >= 1, got 0"]),
+        (["--cutmix-prob", "2"], ["--cutmix-prob", "must be a probability in [0, 1], got 2.0"]),
+        (["--step-milestones", "0,5"], ["--step-milestones", "must be an epoch >= 1, got 0"]),
+        (["--step-milestones", "5,x"], ["--step-milestones", "comma list of integers", "'5,x'"]),
+        (["--plateau-factor", "1"], ["--plateau-factor", "must be a number in (0, 1), got 1.0"]),
+        (["--crop-padding", "-1"], ["--crop-padding", "must be an integer >= 0, got -1"]),
+        (["--brightness", "inf"], ["--brightness", "finite", "'inf'"]),
+        (["--data-on-device", "yes"], ["--data-on-device", "'yes'", "auto, off, on"]),
+        (["--milestones", "150"], ["unrecognized arguments: --milestones"]),
+        (["--cutmix", "1"], ["unrecognized arguments: --cutmix"]),
     ],
 )
 def test_bad_train_input_is_one_error_line(
@@ -141,7 +156,69 @@ def test_train_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0
     assert "--batch-size BATCH_SIZE images per optimizer step (default: 128)" in text
     assert "--epochs EPOCHS passes over the training split (default: 10)" in text
-    assert "(default: all)" in text and "no_norm_bias" in text
+    assert "--weight-decay-params {all,no_norm_bias}" in text and "(default: all)" in text
+    assert "--plateau-factor PLATEAU_FACTOR" in text and "(default: 0.5)" in text
+    assert "--wd-off-fraction WD_OFF_FRACTION" in text and "(default: never)" in text
+    assert "--data-on-device {auto,on,off}" in text and "(default: auto)" in text
+    assert "(default: off)" in text and "(comma list; default: none)" in text
+    helps = {}  # flag -> its help paragraph
+    for block in re.split(r"\n  (?=--)", out.split("options:", 1)[1]):
+        helps[block.split()[0]] = " ".join(block.split())
+    for field in dataclasses.fields(Recipe):
+        default = field.default
+        if default is None:
+            shown = RECIPE_RULES[field.name].none  # what None means: never, auto
+        elif default is False or default == ():
+            shown = "off" if default is False else "none"
+        else:
+            shown = str(default)
+        flag = "--" + field.name.replace("_", "-")
+        assert f"default: {shown})" in helps[flag], (flag, helps[flag])
+
+
+NOT_DEFAULT = Recipe(
+    epochs=3,
+    batch_size=64,
+    schedule="step",
+    step_milestones=(1, 2),
+    step_gamma=0.5,
+    plateau_factor=0.25,
+    plateau_patience=2,
+    augment=("crop_flip", "brightness"),
+    crop_padding=2,
+    brightness=0.25,
+    cutmix_prob=0.5,
+    cutmix_alpha=0.5,
+    wd_off_fraction=0.75,
+    early_stopping_patience=4,
+    divergence_factor=5.0,
+    sam_equal_compute=True,
+    data_on_device=False,
+    channels_last=True,
+    amp_bf16=True,
+    compile=True,
+    weight_decay_params="no_norm_bias",
+)
+
+
+def test_every_recipe_field_is_set_by_its_flag_under_its_study_file_name() -> None:
+    argv = []
+    for field in dataclasses.fields(Recipe):
+        value = getattr(NOT_DEFAULT, field.name)
+        assert value != field.default, f"NOT_DEFAULT leaves {field.name} at its default"
+        flag = "--" + field.name.replace("_", "-")
+        if value is True and field.name not in ("data_on_device", "channels_last"):
+            argv.append(flag)
+        elif isinstance(value, bool):
+            argv += [flag, "on" if value else "off"]
+        elif isinstance(value, tuple):
+            argv += [flag, ",".join(map(str, value))]
+        else:
+            argv += [flag, str(value)]
+    parser = argparse.ArgumentParser()
+    add_trial_arguments(parser)
+    assert trial_config_from_args(parser.parse_args(argv)).recipe == NOT_DEFAULT
+    assert trial_config_from_args(parser.parse_args([])).recipe == Recipe()
 
 
 def test_json_is_strict_when_a_loss_is_nan(
