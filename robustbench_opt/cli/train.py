@@ -60,23 +60,32 @@ def _keyword(text: str) -> tuple[str, Any]:
 
 
 TABLE_WIDTH = 100  # columns of the `optimizers` table, at most
+DEFAULT = " (default: %(default)s)"  # argparse fills in the parser's default
 
 
 def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that define one trial (shared by `train` and `bench`): a flag per recipe
-    field, made from `config.RECIPE_RULES` under the study file's names, and the cell's own."""
+    """The options that define one trial (shared by `train` and `bench`): the cell's own, and a
+    flag per recipe field made from `config.RECIPE_RULES` under the study file's names."""
     add = parser.add_argument
-    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100 " + DEFAULT)
-    add("--model", default="simple_cnn", help="e.g. simple_cnn, resnet20, resnet18 " + DEFAULT)
-    add("--optimizer", default="adam", help="see `robustbench-opt optimizers` " + DEFAULT)
-    add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0) " + DEFAULT)
+    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100" + DEFAULT)
+    add(
+        "--model",
+        default="simple_cnn",
+        help="model name, e.g. simple_cnn, resnet20, resnet18" + DEFAULT,
+    )
+    add(
+        "--optimizer",
+        default="adam",
+        help="optimizer name (see `robustbench-opt optimizers`)" + DEFAULT,
+    )
+    add("--lr", type=number(float, gt=0), default=1e-3, help="learning rate (> 0)" + DEFAULT)
     add(
         "--weight-decay",
         type=number(float, ge=0),
         default=0.0,
-        help="weight decay (>= 0) " + DEFAULT,
+        help="weight decay (>= 0)" + DEFAULT,
     )
-    add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation " + DEFAULT)
+    add("--seed", type=int, default=0, help="seeds init, shuffling, augmentation" + DEFAULT)
     add(
         "--opt",
         type=_keyword,
@@ -90,14 +99,11 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=number(float, ge=0, lt=1),
         default=0.0,
-        help="share of the training split held out for validation " + DEFAULT,
+        help="share of the training split held out for validation" + DEFAULT,
     )
     add("--data-dir", help="CIFAR: directory holding cifar-10-batches-py (default: data/)")
     add("--download", action="store_true", help="CIFAR: download into --data-dir if missing")
     add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-
-
-DEFAULT = "(default: %(default)s)"
 
 
 def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
