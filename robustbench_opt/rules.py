@@ -10,6 +10,7 @@ checks (`spec`), the trainer's check (`config.check_recipe`) and the command-lin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -27,9 +28,10 @@ _RULE = "rule"  # the dataclass field metadata key `setting` writes
 class Rule:
     """One setting: its kind, default, valid values and help line.
 
-    Numbers lie between `low` and `high` (either may be absent), each end closed unless marked
-    open; a tuple's bounds or choices apply to each item. An optional setting (`none` given)
-    also takes None, and `none` says what None means ("never", "auto").
+    Numbers lie between `low` and `high`, each end open or closed (an infinite end is open:
+    no bound), as `optim.hyperparams.Hyperparameter` has them; a tuple's bounds or choices
+    apply to each item. An optional setting (`none` given) also takes None, and `none` says
+    what None means ("never", "auto").
     """
 
     name: str
@@ -37,10 +39,10 @@ class Rule:
     default: Any
     help: str
     item: Literal["int", "choice"] | None = None  # kind "tuple": what each item is
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # True: values > low; False: values >= low
-    high_open: bool = False  # True: values < high; False: values <= high
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = True  # True: values > low; False: values >= low
+    high_open: bool = True  # True: values < high; False: values <= high
     choices: tuple[str, ...] = ()  # kind "choice", or items of kind "choice"
     noun: str = ""  # in messages: "an epoch", "a probability"; for choices, what one is
     none: str | None = None  # an optional setting: what None means
@@ -53,20 +55,21 @@ class Rule:
     @property
     def expected(self) -> str:
         """What a valid value (or item) is: "an integer >= 1", "a number in (0, 1)"."""
-        if self.low is not None and self.high is not None:
+        low, high = math.isfinite(self.low), math.isfinite(self.high)
+        if low and high:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
             return f"{self.noun} in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
+        if low:
             return f"{self.noun} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
+        if high:
             return f"{self.noun} {'<' if self.high_open else '<='} {self.high:g}"
         return self.noun
 
     def within(self, item: Any) -> bool:
         """Whether a number (or a tuple's item) lies within the bounds."""
-        if self.low is not None and (item <= self.low if self.low_open else item < self.low):
-            return False
-        return self.high is None or (item < self.high if self.high_open else item <= self.high)
+        above = item > self.low if self.low_open else item >= self.low
+        below = item < self.high if self.high_open else item <= self.high
+        return above and below
 
     def violation(self, value: Any) -> tuple[int | None, str] | None:
         """(index of the bad item or None, what is wrong) for a bad value of the right type,
@@ -97,12 +100,14 @@ def setting(
     the noun messages use and, for an optional setting, what None means."""
     if (gt is not None and ge is not None) or (lt is not None and le is not None):
         raise TypeError("give one lower bound (gt or ge) and one upper bound (lt or le)")
+    low = gt if gt is not None else ge
+    high = lt if lt is not None else le
     declared = {
         "help": help,
-        "low": gt if gt is not None else ge,
-        "high": lt if lt is not None else le,
-        "low_open": gt is not None,
-        "high_open": lt is not None,
+        "low": -math.inf if low is None else float(low),
+        "high": math.inf if high is None else float(high),
+        "low_open": ge is None,
+        "high_open": le is None,
         "noun": noun,
         "none": none,
     }

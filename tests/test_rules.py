@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,6 +58,8 @@ def test_expected_names_the_bounds_as_messages_show_them() -> None:
     assert expected["cutmix_prob"] == "a probability in [0, 1]"
     assert expected["step_milestones"] == "an epoch >= 1"
     assert expected["step_gamma"] == "a number > 0"
+    e = RECIPE_RULES["epochs"]  # an infinite end is open: no bound
+    assert (e.low, e.low_open, e.high, e.high_open) == (1, False, math.inf, True)
 
 
 def test_a_tuple_rule_names_the_bad_item() -> None:
