@@ -42,11 +42,15 @@ SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
 WEIGHT_DECAY_PARAMS: tuple[str, ...] = typing.get_args(WeightDecayParams)
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
-PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed")  # what may differ within a pack
+# What may differ within a pack: a cell's lr, weight decay, seed, optimizer keywords (search
+# axes such as beta1) and its point in a sampled design; everything else is shared.
+PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed", "optimizer_kwargs", "point")
 SPEED_SWITCHES: tuple[str, ...] = ("data_on_device", "channels_last", "compile")  # Recipe keys
 # Recipe fields added after cells were first stored: they enter an identity only when set away
 # from their default, so the cells stored before they existed keep their identity.
-LATER_FIELDS: Mapping[str, Any] = MappingProxyType({"weight_decay_params": "all"})
+LATER_FIELDS: Mapping[str, Any] = MappingProxyType(
+    {"weight_decay_params": "all", "label_smoothing": 0.0, "warmup_epochs": 0}
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,20 @@ class Recipe:
     )
     sam_equal_compute: bool = setting(
         False, "two-pass (SAM-family) optimizers train half the epochs, as the SAM paper does"
+    )
+    label_smoothing: float = setting(
+        0.0,
+        "training loss: cross-entropy against labels smoothed by this share (0 = off; "
+        "test and val losses stay unsmoothed)",
+        ge=0,
+        lt=1,
+        noun="a share",
+    )
+    warmup_epochs: int = setting(
+        0,
+        "linear lr warmup: during epoch t < warmup_epochs the schedule's lr is scaled by "
+        "(t + 1) / (warmup_epochs + 1)",
+        ge=0,
     )
     # Speed switches (SPEED_SWITCHES, and amp_bf16 which is identity); recorded with the trial.
     data_on_device: bool | None = setting(
@@ -168,6 +186,12 @@ def check_recipe(recipe: Recipe) -> None:
             index, problem = bad
             where = f"recipe.{name}" + (f"[{index}]" if index is not None else "")
             raise UserError(f"{where}: {problem}; fix the value")
+    if recipe.warmup_epochs and recipe.schedule == "plateau":
+        raise UserError(
+            f"recipe.warmup_epochs: {recipe.warmup_epochs} with the plateau schedule, which sets "
+            "the lr itself; warmup applies to constant, step and cosine: set warmup_epochs to 0 "
+            "or choose one of those"
+        )
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,9 @@ class TrialConfig:
         None  # optimizer's display name in a study (e.g. "sam_adam"); None = optimizer
     )
     device: str | None = None  # None = auto: cuda, then mps, then cpu
+    # Index of the cell's point in its study's sampled design (sobol, random); None on a grid,
+    # where the values are the point. Part of the identity only when set.
+    point: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields(self)  # the other fields are scalars
@@ -231,6 +258,8 @@ class TrialConfig:
             data = self.to_dict()
             for key in NOT_IDENTITY:
                 data.pop(key)
+            if data["point"] is None:  # grid cells: the identity they had before points
+                data.pop("point")
             data["recipe"] = recipe_identity(data["recipe"])
             blob = json.dumps({"study": study, "config": data}, sort_keys=True)
             known = (study, hashlib.sha256(blob.encode()).hexdigest()[:16])

@@ -180,10 +180,13 @@ class Trial:
             + f"; channels_last {'on' if channels_last else 'off'}"
         ]
         if k == 1:
-            self.stepper: Single | Pack = Single(built[0].model, context, recipe.compile,
-                                                 channels_last)  # fmt: skip
+            self.stepper: Single | Pack = Single(
+                built[0].model, context, recipe.compile, channels_last, recipe.label_smoothing
+            )
         else:
-            self.stepper = Pack([cell.model for cell in built], context, recipe.compile)
+            self.stepper = Pack(
+                [cell.model for cell in built], context, recipe.compile, recipe.label_smoothing
+            )
             shared.insert(0, f"packed: trained in one process with {k} cells (torch.func vmap, "
                           "one fused forward/backward per step; wall_seconds and epoch seconds "
                           "are the pack's)")  # fmt: skip

@@ -60,8 +60,13 @@ class Pack:
     """
 
     def __init__(
-        self, models: Sequence[nn.Module], autocast: Autocast = nullcontext, compile: bool = False
+        self,
+        models: Sequence[nn.Module],
+        autocast: Autocast = nullcontext,
+        compile: bool = False,
+        label_smoothing: float = 0.0,
     ):
+        self.label_smoothing = label_smoothing
         self.template = copy.deepcopy(models[0]).to("meta")
         self.autocast = autocast
         self.models: list[nn.Module] = []
@@ -89,7 +94,7 @@ class Pack:
         """One cell's mean cross-entropy and logits (vmapped over the cells by `forward`)."""
         with self.autocast():
             logits = functional_call(self.template, (params, buffers), (x,))
-        return F.cross_entropy(upcast(logits), y), logits
+        return F.cross_entropy(upcast(logits), y, label_smoothing=self.label_smoothing), logits
 
     def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell mean cross-entropy [K] and logits [K, B, classes] for per-cell batches

@@ -3,6 +3,7 @@
 - lr: constant; step (lr * gamma ** #milestones <= t, like torch's MultiStepLR); cosine
   (eq. 17 in epochs: lr * (1 + cos(pi t / T)) / 2, so the first epoch runs at lr); plateau
   (torch's ReduceLROnPlateau on the val loss, or on the train loss without a val split).
+  Warmup (W = `warmup_epochs`): the constant/step/cosine lr times (t + 1) / (W + 1) for t < W.
 - SAM equal compute: with `recipe.sam_equal_compute`, a two-pass optimizer trains
   T = max(1, epochs // 2) epochs (never more compute than its one-pass baseline); step
   milestones are scaled by T / epochs, the other rules scale with T by construction.
@@ -35,13 +36,15 @@ def epochs_to_run(recipe: Recipe, two_pass: bool) -> int:
 
 
 def lr_factor(recipe: Recipe, epoch: int, epochs: int) -> float:
-    """lr multiplier during 0-based `epoch` of `epochs` for the constant/step/cosine schedules."""
+    """lr multiplier during 0-based `epoch` of `epochs` for the constant/step/cosine schedules,
+    times the linear warmup's (t + 1) / (W + 1) during the first W = `warmup_epochs` epochs."""
+    warmup = (epoch + 1) / (recipe.warmup_epochs + 1) if epoch < recipe.warmup_epochs else 1.0
     if recipe.schedule == "step":
         milestones = [round(m * epochs / recipe.epochs) for m in recipe.step_milestones]
-        return recipe.step_gamma ** sum(1 for m in milestones if m <= epoch)
+        return warmup * recipe.step_gamma ** sum(1 for m in milestones if m <= epoch)
     if recipe.schedule == "cosine":
-        return (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0
-    return 1.0
+        return warmup * (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0
+    return warmup
 
 
 def weight_decay_on(recipe: Recipe, epoch: int, epochs: int) -> bool:

@@ -26,8 +26,14 @@ class Single:
     """One model stepped on its own; batches come as a pack of one ([1, B, ...])."""
 
     def __init__(
-        self, model: nn.Module, autocast: Autocast, compile: bool, channels_last: bool
+        self,
+        model: nn.Module,
+        autocast: Autocast,
+        compile: bool,
+        channels_last: bool,
+        label_smoothing: float = 0.0,
     ) -> None:
+        self.label_smoothing = label_smoothing
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.models = [self.model]
@@ -50,7 +56,7 @@ class Single:
                 logits = self.forward(x)
             if not first:  # a two-pass optimizer calls this twice; keep the first
                 first.append(logits.detach())
-            return F.cross_entropy(upcast(logits), targets[0])
+            return F.cross_entropy(upcast(logits), targets[0], label_smoothing=self.label_smoothing)
 
         loss = optimizer_step(self.model, built, compute_loss)
         return loss.reshape(1), first[0].unsqueeze(0)

@@ -218,6 +218,13 @@ def test_a_packed_digits_trial_has_its_unpacked_trials_per_epoch_metrics() -> No
 
 
 @WHOLE_TRIALS
+def test_label_smoothing_and_warmup_train_packed_as_alone() -> None:
+    configs = grid(epochs=2, label_smoothing=0.1, warmup_epochs=1, cutmix_prob=0.5)
+    for config, result in zip(configs, train_cells(configs), strict=True):
+        assert_same_trial(result, run_trial(config))
+
+
+@WHOLE_TRIALS
 def test_the_torchvision_loader_path_packs_too() -> None:
     configs = grid(epochs=2, data_on_device=False)
     results = train_cells(configs)

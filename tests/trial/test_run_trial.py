@@ -153,6 +153,10 @@ def test_non_finite_batch_loss_stops_the_epoch_and_diverges(
             Recipe(epochs=4, schedule="step", step_milestones=(1, 3), step_gamma=0.1),
             [1.0, 0.1, 0.1, 0.01],
         ),
+        (  # warmup scales the schedule by (t + 1) / (W + 1) for t < W = 2
+            Recipe(epochs=4, schedule="cosine", warmup_epochs=2),
+            [(1 + math.cos(math.pi * t / 4)) / 2 * w for t, w in enumerate([1 / 3, 2 / 3, 1, 1])],
+        ),
     ],
 )
 def test_recorded_lr_per_epoch_follows_the_schedule_formula(
@@ -401,3 +405,39 @@ def test_code_identity_is_the_git_commit_with_a_dirty_mark_else_a_source_hash(
     (package / "mod.py").write_text("y = 3\n")
     (package / "new.py").write_text("z = 5\n")  # an untracked source file counts too
     assert identity(package) == f"git {commit}+dirty"
+
+
+def test_label_smoothing_is_the_training_loss_and_the_test_loss_stays_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first step's loss is F.cross_entropy with label_smoothing of the untrained model's
+    logits on the first batch (float64, so the comparison is exact up to rounding)."""
+    seen: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    real = single.F.cross_entropy
+
+    def spy(logits, targets, **kwargs):  # noqa: ANN001, ANN202
+        loss = real(logits, targets, **kwargs)
+        if "label_smoothing" in kwargs and not seen:
+            seen.append((logits.detach().clone(), targets.clone(), loss.item()))
+        return loss
+
+    monkeypatch.setattr(single.F, "cross_entropy", spy)
+    torch.set_default_dtype(torch.float64)
+    try:
+        smoothed = engine.run_trial(digits_config(epochs=1, label_smoothing=0.2))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    [(logits, targets, loss)] = seen
+    log_p = torch.log_softmax(logits, dim=1)
+    by_hand = -(0.8 * log_p.gather(1, targets[:, None]).squeeze(1) + 0.2 * log_p.mean(1)).mean()
+    assert loss == pytest.approx(by_hand.item(), rel=1e-12)
+    assert abs(loss - real(logits, targets).item()) > 1e-4  # it did smooth
+    plain = engine.run_trial(digits_config(epochs=1))
+    assert smoothed.config["recipe"]["label_smoothing"] == 0.2
+    assert plain.epochs[0].test_loss > 0 and smoothed.epochs[0].test_loss > 0
+
+
+def test_warmup_with_the_plateau_schedule_is_refused_in_one_line() -> None:
+    with pytest.raises(UserError, match="warmup applies to constant, step and cosine") as caught:
+        engine.run_trial(digits_config(schedule="plateau", warmup_epochs=2))
+    assert "\n" not in str(caught.value)
