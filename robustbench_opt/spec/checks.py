@@ -307,11 +307,13 @@ def registries(src: Source, spec: StudySpec) -> None:
             get_info(opt.name)
         except UserError as err:
             raise src.error(name_key, str(err)) from None
-        lrs = opt.lrs or spec.lrs or ()
-        wds = opt.weight_decays or spec.weight_decays or ()
+        if spec.space is None:
+            lr, wd = (opt.lrs or spec.lrs or ())[0], max(opt.weight_decays or spec.weight_decays)
+        else:  # the axes' values are checked by space_checks.axes_fit
+            lr, wd = 1e-3, 0.0
         probe = torch.zeros(1, requires_grad=True)  # the keywords are checked by building
         try:
-            build_optimizer([probe], opt.name, lrs[0], max(wds), opt.kwargs)
+            build_optimizer([probe], opt.name, lr, wd, opt.kwargs)
         except (UserError, TypeError, ValueError) as err:
             kwargs_key = key + ("kwargs",) if key + ("kwargs",) in src.lines else key
             raise src.error(kwargs_key, " ".join(str(err).split())) from None

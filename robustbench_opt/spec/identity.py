@@ -23,9 +23,12 @@ def identity(spec: dict[str, Any]) -> dict[str, Any]:
     """The part of `StudySpec.to_dict()` that defines what a study measures.
 
     Identity is what is measured (see `robustbench_opt.config`): the run-only keys and the
-    recipe's speed switches (in the recipe and in every variant) are left out.
+    recipe's speed switches (in the recipe and in every variant) are left out, and so is a
+    sampled space's `points`: a larger sample of the same sequence is the same study, grown.
     """
     out = {k: v for k, v in spec.items() if k not in RUN_ONLY_KEYS}
+    if "space" in out:
+        out["space"] = {k: v for k, v in out["space"].items() if k != "points"}
     if "recipe" in out:
         out["recipe"] = recipe_identity(out["recipe"])
     if "variants" in out:

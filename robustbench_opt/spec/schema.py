@@ -10,6 +10,7 @@ from typing import Any
 
 from robustbench_opt.errors import UserError
 from robustbench_opt.spec import checks as c
+from robustbench_opt.spec import space_checks as sc
 from robustbench_opt.spec.study import OptimizerSpec, Resources, StudySpec
 from robustbench_opt.spec.yaml_lines import Key, parse_yaml
 
@@ -59,6 +60,7 @@ OPTIMIZER_ENTRY: Table = {
     "lrs": Field(c.optional(LRS)),
     "weight_decays": Field(c.optional(WEIGHT_DECAYS)),
     "epochs": Field(c.optional(c.positive_int)),
+    "space": Field(c.optional(sc.axes)),
 }
 
 RESOURCES: Table = {
@@ -83,6 +85,7 @@ TOP_LEVEL: Table = {
     "seeds": Field(c.seeds, default=[0]),
     "resources": Field(section(RESOURCES, Resources), default={}),
     "max_concurrent": Field(c.optional(c.positive_int)),
+    "space": Field(c.optional(sc.space)),
 }
 _STUDY = section(TOP_LEVEL, StudySpec)
 
@@ -99,6 +102,9 @@ def load_study(path: str | Path) -> StudySpec:
     data, lines = parse_yaml(text, str(path))
     src = c.Source(str(path), lines)
     spec = _STUDY(src, data, ())
-    c.grids_given(src, spec)
+    sc.space_given(src, spec)
+    if spec.space is None:
+        c.grids_given(src, spec)
     c.registries(src, spec)
-    return spec
+    sc.axes_fit(src, spec)
+    return sc.mark_integers(spec)

@@ -1,15 +1,20 @@
-"""A validated study, its canonical form and its expansion into grid cells."""
+"""A validated study, its canonical form and its expansion into cells.
+
+Cells are optimizer entry x variant x point of the entry's space x seed. Without a `space`, an
+entry's space is the grid of its `lrs` x `weight_decays` (the order, and so every cell
+identity, is the one studies had before spaces existed).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from robustbench_opt.config import Recipe, TrialConfig
+from robustbench_opt.space import Axis, Point, design_points
 
 
 @dataclass(frozen=True)
@@ -22,15 +27,38 @@ class OptimizerSpec:
     lrs: tuple[float, ...] | None = None  # own lr grid; None = the study's
     weight_decays: tuple[float, ...] | None = None  # own wd grid; None = the study's
     epochs: int | None = None  # own epoch budget; None = the recipe's
+    space: tuple[Axis, ...] | None = None  # own axes: override or add to the study's
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "label": self.label,
             "kwargs": canonical(self.kwargs),
             "lrs": None if self.lrs is None else list(self.lrs),
             "weight_decays": None if self.weight_decays is None else list(self.weight_decays),
             "epochs": self.epochs,
+        }
+        if self.space is not None:  # absent before spaces existed: identities unchanged
+            out["space"] = [axis.to_dict() for axis in self.space]
+        return out
+
+
+@dataclass(frozen=True)
+class Space:
+    """A study's search space: the design, its size and seed, and the axes every optimizer
+    entry shares (entries override or add axes)."""
+
+    design: str = "grid"  # space.DESIGNS
+    points: int | None = None  # sampled designs: the first `points` of the sequence
+    seed: int = 0  # sampled designs: the sequence's seed
+    axes: tuple[Axis, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "design": self.design,
+            "points": self.points,
+            "seed": self.seed,
+            "axes": [axis.to_dict() for axis in self.axes],
         }
 
 
@@ -62,40 +90,76 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
+    space: Space | None = None
+
+    @property
+    def design(self) -> str:
+        """How points are chosen: "grid" (also for lrs x weight_decays), "sobol", "random"."""
+        return "grid" if self.space is None else self.space.design
+
+    def entry_axes(self, opt: OptimizerSpec) -> tuple[Axis, ...]:
+        """The axes of one entry, in order: the study's, each replaced by the entry's axis of
+        the same name, then the entry's other axes; without a space, lr and weight decay."""
+        if self.space is None:
+            lrs = opt.lrs if opt.lrs is not None else self.lrs
+            wds = opt.weight_decays if opt.weight_decays is not None else self.weight_decays
+            assert lrs is not None and wds is not None, "load_study guarantees a grid"
+            return (Axis("lr", "list", tuple(lrs)), Axis("weight_decay", "list", tuple(wds)))
+        own = {axis.name: axis for axis in opt.space or ()}
+        shared = tuple(own.pop(axis.name, axis) for axis in self.space.axes)
+        return shared + tuple(own.values())
+
+    def entry_points(self, opt: OptimizerSpec) -> list[Point]:
+        """The points of one entry's space (all of a grid, the first `points` of a sequence)."""
+        space = self.space or Space()
+        return design_points(self.entry_axes(opt), space.design, space.points, space.seed)
 
     def variant_recipe(self, variant: str) -> Recipe:
         """The study recipe with one variant's overrides applied."""
         return dataclasses.replace(self.recipe, **self.variants[variant])
 
     def cells(self) -> list[TrialConfig]:
-        """Every grid cell, fully resolved: optimizer x variant x lr x weight decay x seed."""
+        """Every cell, fully resolved: optimizer x variant x point x seed."""
+        from robustbench_opt.optim.hyperparams import (  # the registry imports torch
+            apply_values,
+            entry_defaults,
+            hyperparameters,
+        )
+
+        sampled = self.design != "grid"
         cells = []
         for opt in self.optimizers:
-            lrs = opt.lrs if opt.lrs is not None else self.lrs
-            wds = opt.weight_decays if opt.weight_decays is not None else self.weight_decays
-            assert lrs is not None and wds is not None, "load_study guarantees a grid"
+            hyper = hyperparameters(opt.name, opt.kwargs)
+            defaults = entry_defaults(opt.name, opt.kwargs)
+            points = self.entry_points(opt)
             for variant in self.variants:
-                recipe = self.variant_recipe(variant)
+                base = self.variant_recipe(variant)
                 if opt.epochs is not None:
-                    recipe = dataclasses.replace(recipe, epochs=opt.epochs)
-                for lr, wd, seed in itertools.product(lrs, wds, self.seeds):
-                    cells.append(
-                        TrialConfig(
-                            dataset=self.dataset,
-                            model=self.model,
-                            optimizer=opt.name,
-                            lr=lr,
-                            weight_decay=wd,
-                            recipe=recipe,
-                            optimizer_kwargs=dict(opt.kwargs),
-                            seed=seed,
-                            data_dir=self.data_dir,
-                            download=self.download,
-                            val_fraction=self.val_fraction,
-                            variant=variant,
-                            label=None if opt.label == opt.name else opt.label,
+                    base = dataclasses.replace(base, epochs=opt.epochs)
+                for point in points:
+                    optimizer_values = {k: v for k, v in point.values.items() if k in hyper}
+                    recipe_values = {k: v for k, v in point.values.items() if k not in hyper}
+                    recipe = dataclasses.replace(base, **recipe_values) if recipe_values else base
+                    kwargs = apply_values(hyper, opt.kwargs, optimizer_values, defaults)
+                    for seed in self.seeds:
+                        cells.append(
+                            TrialConfig(
+                                dataset=self.dataset,
+                                model=self.model,
+                                optimizer=opt.name,
+                                lr=float(point.values["lr"]),
+                                weight_decay=float(point.values.get("weight_decay", 0.0)),
+                                recipe=recipe,
+                                optimizer_kwargs=kwargs,
+                                seed=seed,
+                                data_dir=self.data_dir,
+                                download=self.download,
+                                val_fraction=self.val_fraction,
+                                variant=variant,
+                                label=None if opt.label == opt.name else opt.label,
+                                point=point.index if sampled else None,
+                            )
                         )
-                    )
         return cells
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +184,7 @@ class StudySpec:
                 "packing": self.resources.packing,
             },
             "max_concurrent": self.max_concurrent,
-        }
+        } | ({} if self.space is None else {"space": self.space.to_dict()})
 
 
 def log_range(lo: float, hi: float, num: int) -> tuple[float, ...]:
