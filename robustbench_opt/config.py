@@ -44,7 +44,7 @@ WEIGHT_DECAY_PARAMS: tuple[str, ...] = typing.get_args(WeightDecayParams)
 NOT_IDENTITY: tuple[str, ...] = ("device", "data_dir", "download")  # TrialConfig keys
 # What may differ within a pack: a cell's lr, weight decay, seed, optimizer keywords (search
 # axes such as beta1) and its point in a sampled design; everything else is shared.
-PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed", "optimizer_kwargs", "point")
+PER_CELL: tuple[str, ...] = ("lr", "weight_decay", "seed", "optimizer_kwargs", "point", "axes")
 SPEED_SWITCHES: tuple[str, ...] = ("data_on_device", "channels_last", "compile")  # Recipe keys
 # Recipe fields added after cells were first stored: they enter an identity only when set away
 # from their default, so the cells stored before they existed keep their identity.
@@ -217,11 +217,15 @@ class TrialConfig:
     # Index of the cell's point in its study's sampled design (sobol, random); None on a grid,
     # where the values are the point. Part of the identity only when set.
     point: int | None = None
+    # The cell's value on each axis of its study's space (lr and weight_decay included), for
+    # analysis and the Optuna params. Derived: the fields above hold them, so not identity.
+    axes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields(self)  # the other fields are scalars
         data["recipe"] = self.recipe.to_dict()
         data["optimizer_kwargs"] = _plain(self.optimizer_kwargs)
+        data["axes"] = _plain(self.axes)
         return data
 
     @classmethod
@@ -260,6 +264,7 @@ class TrialConfig:
                 data.pop(key)
             if data["point"] is None:  # grid cells: the identity they had before points
                 data.pop("point")
+            data.pop("axes")
             data["recipe"] = recipe_identity(data["recipe"])
             blob = json.dumps({"study": study, "config": data}, sort_keys=True)
             known = (study, hashlib.sha256(blob.encode()).hexdigest()[:16])

@@ -158,6 +158,7 @@ class StudySpec:
                                 variant=variant,
                                 label=None if opt.label == opt.name else opt.label,
                                 point=point.index if sampled else None,
+                                axes=point.values,
                             )
                         )
         return cells

@@ -2,7 +2,9 @@
 
 Optuna's tables hold the trials users look at (optuna-dashboard); these hold what Optuna cannot
 guarantee: one row per grid cell with a unique key, the cell's state and claim, flat result
-columns for bulk reads, per-epoch metrics, and the runs that claim cells. The `rbo_results`
+columns for bulk reads, per-epoch metrics, each cell's point of the study's search space (its
+axis values, written once when the study registers it; none for cells stored before spaces:
+their axes are lr and weight decay), and the runs that claim cells. The `rbo_results`
 view is the stable face of the cell table for users who query with SQL (README: "Querying the
 database"). Cell states: `robustbench_opt.states`.
 """
@@ -65,6 +67,15 @@ epoch = sa.Table(
     sa.Column("val_acc", sa.Float),
     sa.Column("lr", sa.Float),
     sa.Column("seconds", sa.Float),
+)
+
+point = sa.Table(
+    "rbo_point",
+    metadata,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("cell_id", sa.String(64), primary_key=True),
+    sa.Column("point", sa.Integer),  # index in a sampled design; NULL on a grid
+    sa.Column("axes_json", sa.Text, nullable=False),  # {axis: value}, written once
 )
 
 run = sa.Table(

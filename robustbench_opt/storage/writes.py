@@ -47,8 +47,9 @@ def register_study(
                 "new (code version change?); run it under a new --study-name"
             )
         for start in range(0, len(new), INSERT_CHUNK):  # bounded memory for 10^5 cells
-            rows = [_pending_row(name, c) for c in new[start : start + INSERT_CHUNK]]
-            conn.execute(insert_ignore(db, t.cell), rows)
+            chunk = new[start : start + INSERT_CHUNK]
+            conn.execute(insert_ignore(db, t.cell), [_pending_row(name, c) for c in chunk])
+            conn.execute(insert_ignore(db, t.point), [_point_row(name, c) for c in chunk])
     try:
         study_id = db.optuna.create_new_study([StudyDirection.MAXIMIZE], name)
         db.optuna.set_study_user_attr(study_id, "source", "run")
@@ -60,6 +61,15 @@ def register_study(
 def _pending_row(study: str, config: TrialConfig) -> dict[str, Any]:
     config_json = json.dumps(config.to_dict(), sort_keys=True)
     return cell_values(study, config.cell_id(study), _key(config), config_json) | {"state": PENDING}
+
+
+def _point_row(study: str, config: TrialConfig) -> dict[str, Any]:
+    return {
+        "study": study,
+        "cell_id": config.cell_id(study),
+        "point": config.point,
+        "axes_json": json.dumps(config.to_dict()["axes"], sort_keys=True),
+    }
 
 
 def record_start(db: Db, study: str, cell_id: str) -> None:
@@ -232,16 +242,21 @@ def now() -> datetime:
 
 def _new_running_trial(db: Db, study: str, row: Any) -> int:
     """A RUNNING Optuna trial for a cell row (its params, config attribute); its id."""
-    attrs = {"cell_id": row.cell_id, "config": json.loads(row.config_json)}
-    trial = template(_row_key(row), _distributions(db, study), TrialState.RUNNING, attrs)
+    config = json.loads(row.config_json)
+    attrs = {"cell_id": row.cell_id, "config": config}
+    key = _row_key(row, config.get("axes", {}))
+    trial = template(key, _distributions(db, study), TrialState.RUNNING, attrs)
     return db.optuna.create_new_trial(db.optuna.get_study_id_from_name(study), template_trial=trial)
 
 
 def _distributions(db: Db, study: str) -> dict[str, Any]:
     if study not in db.distributions:
+        cols = (t.cell.c.optimizer, t.cell.c.variant, t.cell.c.lr, t.cell.c.weight_decay)
         with db.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.cell).where(t.cell.c.study == study)).all()
-        db.distributions[study] = study_distributions([_row_key(r) for r in rows])
+            rows = conn.execute(sa.select(*cols, t.cell.c.seed).where(t.cell.c.study == study))
+            keys = [_row_key(r, {}) for r in rows]
+        record = study_record(db, study)
+        db.distributions[study] = study_distributions(keys, record.spec if record else None)
     return db.distributions[study]
 
 
@@ -255,8 +270,10 @@ def _key(config: TrialConfig) -> CellKey:
     )
 
 
-def _row_key(row: Any) -> CellKey:
-    return CellKey(row.optimizer, row.variant, row.lr, row.weight_decay, row.seed)
+def _row_key(row: Any, axes: dict[str, Any]) -> CellKey:
+    """A cell row's params; `axes` (its point's values) adds the axes besides lr and wd."""
+    others = tuple((k, v) for k, v in axes.items() if k not in ("lr", "weight_decay"))
+    return CellKey(row.optimizer, row.variant, row.lr, row.weight_decay, row.seed, others)
 
 
 def _epoch_values(study: str, cell_id: str, record: EpochRecord) -> dict[str, Any]:
