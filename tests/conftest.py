@@ -155,39 +155,54 @@ class FakeTrial:
     not training: it trains a task's cells one after another.
 
     Sleeps `epoch_seconds` per epoch, reports every epoch, raises for `fail_lr`, and appends
-    one JSON line per event ("start", "done") to `log` so tests can count trainings per cell.
-    With `gate` (a path) set, a cell starts training only once that file exists.
+    one JSON line per event to `log` so tests can count trainings per cell: "task" (the task's
+    cells, as it starts), "start" and "done" per cell. With `gate` (a path) set, a cell starts
+    training only once that file exists. A cell at `die_lr` kills its own worker process
+    (SIGKILL, as a lost node would end it) while the file `died` does not exist, creating it:
+    so it dies the first time and trains when tried again (every time without `died`).
     """
 
     epoch_seconds: float = 0.0
     fail_lr: float | None = None
     log: str | None = None
     gate: str | None = None
+    die_lr: float | None = None
+    died: str | None = None
 
     def __call__(self, configs, on_epoch, on_result):  # trial.train_cells' signature
+        self.note("task", [self.key(config) for config in configs])
         for k, config in enumerate(configs):
             on_result(k, self.one(config, lambda record, k=k: on_epoch(k, record)))
 
-    def one(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
+    @staticmethod
+    def key(config) -> list:
+        return [config.optimizer_label, config.lr, config.weight_decay, config.seed]
+
+    def note(self, event: str, cell: list) -> None:
         import json
+
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"event": event, "cell": cell}) + "\n")
+
+    def one(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
         import os
+        import signal
         import time
 
         import ray
 
         from robustbench_opt.config import EpochRecord, TrialResult
 
-        def note(event: str) -> None:
-            if self.log:
-                key = [config.optimizer_label, config.lr, config.weight_decay, config.seed]
-                with open(self.log, "a") as f:
-                    f.write(json.dumps({"event": event, "cell": key}) + "\n")
-
         while self.gate and not os.path.exists(self.gate):
             time.sleep(0.05)
-        note("start")
+        self.note("start", self.key(config))
         if config.lr == self.fail_lr:
             raise ValueError(f"boom at lr={config.lr:g}")
+        if config.lr == self.die_lr and not (self.died and os.path.exists(self.died)):
+            if self.died:
+                open(self.died, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
         epochs = []
         for epoch in range(1, config.recipe.epochs + 1):
             time.sleep(self.epoch_seconds)
@@ -195,7 +210,7 @@ class FakeTrial:
             record = EpochRecord(epoch, 1.0 / epoch, acc, 2.0 / epoch, acc, config.lr, 0.01)
             on_epoch(record)
             epochs.append(record)
-        note("done")
+        self.note("done", self.key(config))
         return TrialResult(
             status="completed",
             epochs=epochs,
@@ -285,11 +300,11 @@ from unittest import mock
 
 {source}
 
-import robustbench_opt.runner.execute as execute
+import robustbench_opt.runner.worker as worker
 from robustbench_opt.cli import main
 
 fake = FakeTrial(**json.loads(sys.argv[1]))
-with mock.patch.object(execute, "default_trial_fn", fake):
+with mock.patch.object(worker, "default_trial_fn", fake):
     sys.exit(main(sys.argv[2:]))
 """
 

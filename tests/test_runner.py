@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+import ray
 from optuna.trial import TrialState
 
 from robustbench_opt.errors import UserError
-from robustbench_opt.runner import execute, make_plan
-from robustbench_opt.runner.execute import preflight, run_plan, trial_resources
+from robustbench_opt.runner import connect
+from robustbench_opt.runner import make_plan as _make_plan
+from robustbench_opt.runner.connect import preflight
+from robustbench_opt.runner.execute import run_plan
+from robustbench_opt.runner.feed import LOST_RETRIES
+from robustbench_opt.runner.worker import trial_resources
 from robustbench_opt.spec import load_study
 from robustbench_opt.storage import Store
 
@@ -20,16 +26,41 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 LOSS_RTOL, ACC_ATOL = 2e-3, 0.01  # tests/trial/test_pack.py's whole-trial tolerances
 
 
+def make_plan(store: Store, spec, study: str):  # noqa: ANN001, ANN201
+    """The plan for the session's Ray (its CPUs, not this machine's)."""
+    return _make_plan(store, spec, study, cpus=lambda: ray.cluster_resources()["CPU"])
+
+
 def complete_per_cell(store: Store, study: str) -> Counter:
     trials = optuna.load_study(study_name=study, storage=store.optuna_storage).trials
     return Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+
+
+def trials_per_cell(store: Store, study: str) -> dict[str, list[TrialState]]:
+    trials = optuna.load_study(study_name=study, storage=store.optuna_storage).trials
+    found: dict[str, list[TrialState]] = {}
+    for t in trials:
+        found.setdefault(t.user_attrs["cell_id"], []).append(t.state)
+    return found
+
+
+def logged(log: Path, event: str) -> list:
+    """FakeTrial's log: the `cell` of every line of `event`, in order."""
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    return [x["cell"] for x in lines if x["event"] == event]
+
+
+def key(config) -> list:  # noqa: ANN001
+    """A cell as FakeTrial logs it."""
+    return [config.optimizer_label, config.lr, config.weight_decay, config.seed]
 
 
 def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     spec = load_study(make_study("four", [0.1, 0.01]))
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     plan = make_plan(store, spec, "four")
-    outcome = run_plan(store, spec, plan, trial_fn=fake_trial(), progress=open(tmp_path / "p", "w"))
+    with open(tmp_path / "p", "w") as progress:
+        outcome = run_plan(store, spec, plan, trial_fn=fake_trial(), progress=progress)
     ids = [c.cell_id("four") for c in spec.cells()]
     assert sorted(outcome.claimed) == sorted(ids) and outcome.failed == {}
     assert complete_per_cell(store, "four") == Counter(ids)
@@ -39,7 +70,8 @@ def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     expected = {c.cell_id("four"): round(0.7 - c.lr, 6) for c in spec.cells()}
     assert frame["final_test_acc"].to_dict() == expected
     assert Counter(store.epochs_frame("four")["cell_id"]) == Counter({i: 2 for i in ids})
-    assert make_plan(store, spec, "four").to_run == []
+    finished = _make_plan(store, spec, "four", cpus=lambda: 1 / 0)  # nothing to run: not asked
+    assert finished.to_run == [] and finished.tasks == [] and finished.cost.seconds == 0
     [trial, *_] = optuna.load_study(study_name="four", storage=store.optuna_storage).trials
     assert trial.user_attrs["record"]["device"].startswith("fake@")  # ran in a Ray worker
     progress = (tmp_path / "p").read_text()
@@ -47,17 +79,86 @@ def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     assert outcome.tasks == 2
 
 
-def test_failed_cell_is_recorded_then_retried_alone(
-    storage_url: str, make_study, fake_trial
+def test_the_run_hands_tune_exactly_the_plans_tasks(tmp_path: Path, make_study, fake_trial):
+    """Packs of at most 2 over 2 optimizers x 3 lrs: each pack as planned is one Ray trial."""
+    spec = load_study(make_study("tasks", [0.1, 0.01, 0.001], resources={"cpus": 1, "packing": 2}))
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    plan = make_plan(store, spec, "tasks")
+    assert sorted(map(len, plan.tasks)) == [1, 1, 2, 2]
+    log = tmp_path / "log"
+    outcome = run_plan(store, spec, plan, trial_fn=fake_trial(log=str(log)))
+    planned = [[key(plan.configs[cell]) for cell in task] for task in plan.tasks]
+    ran = logged(log, "task")
+    assert sorted(ran) == sorted(planned) and outcome.tasks == len(plan.tasks)
+
+
+def test_cells_lost_with_their_worker_are_retried_in_the_run(
+    storage_url: str, tmp_path: Path, make_study, fake_trial
 ) -> None:
+    """A pack of 3 whose worker process dies in its second cell: the first cell stays done and
+    is never trained again; the two unfinished cells are recorded as a failed attempt and
+    trained again in the same run, so the run ends with every cell done exactly once."""
+    lrs = [0.1, 0.01, 0.001]
+    spec = load_study(
+        make_study("lost", lrs, optimizers=["adam"], resources={"cpus": 1, "packing": 3})
+    )
+    store = Store(storage_url)
+    log, died = tmp_path / "log", tmp_path / "died"
+    fake = fake_trial(log=str(log), die_lr=0.01, died=str(died))
+    outcome = run_plan(store, spec, make_plan(store, spec, "lost"), trial_fn=fake)
+    ids = {c.lr: c.cell_id("lost") for c in spec.cells()}
+    assert died.exists() and outcome.failed == {} and outcome.released == []
+    assert set(outcome.retried) == {ids[0.01], ids[0.001]}
+    assert all(e.startswith("ActorDiedError: ") for e in outcome.retried.values()), outcome.retried
+    assert sorted(outcome.claimed) == sorted(ids.values()) and outcome.tasks == 2
+    assert set(store.cells_frame("lost")["state"]) == {"done"}
+    done, fail = TrialState.COMPLETE, TrialState.FAIL
+    assert trials_per_cell(store, "lost") == {
+        ids[0.1]: [done],
+        ids[0.01]: [fail, done],
+        ids[0.001]: [fail, done],
+    }
+    cells = {c.lr: key(c) for c in spec.cells()}
+    assert logged(log, "task") == [[cells[lr] for lr in lrs], [cells[0.01], cells[0.001]]]
+    assert Counter(map(tuple, logged(log, "start"))) == {
+        tuple(cells[0.1]): 1,
+        tuple(cells[0.01]): 2,
+        tuple(cells[0.001]): 1,
+    }
+    assert make_plan(store, spec, "lost").to_run == []
+
+
+def test_a_cell_that_keeps_losing_its_worker_is_retried_a_bounded_number_of_times(
+    tmp_path: Path, make_study, fake_trial
+) -> None:
+    spec = load_study(make_study("doomed", [0.1], optimizers=["adam"]))
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    log = tmp_path / "log"
+    outcome = run_plan(
+        store, spec, make_plan(store, spec, "doomed"), trial_fn=fake_trial(log=str(log), die_lr=0.1)
+    )
+    [cell] = [c.cell_id("doomed") for c in spec.cells()]
+    assert list(outcome.failed) == [cell] and outcome.failed[cell].startswith("ActorDiedError: ")
+    assert len(logged(log, "start")) == 1 + LOST_RETRIES and outcome.tasks == 1 + LOST_RETRIES
+    assert trials_per_cell(store, "doomed") == {cell: [TrialState.FAIL] * (1 + LOST_RETRIES)}
+    assert store.cells_frame("doomed")["state"].tolist() == ["failed"]  # the next run retries
+
+
+def test_failed_cell_is_recorded_then_retried_alone(
+    storage_url: str, tmp_path: Path, make_study, fake_trial
+) -> None:
+    """A cell whose training raises is recorded failed and not retried in its run (it would
+    raise again); the next run retries it."""
     spec = load_study(make_study("flaky", [0.1, 0.5]))
     store = Store(storage_url)
     bad = {c.cell_id("flaky") for c in spec.cells() if c.lr == 0.5}
+    log = tmp_path / "log"
     outcome = run_plan(
-        store, spec, make_plan(store, spec, "flaky"), trial_fn=fake_trial(fail_lr=0.5)
+        store, spec, make_plan(store, spec, "flaky"), trial_fn=fake_trial(fail_lr=0.5, log=str(log))
     )
-    assert set(outcome.failed) == bad
+    assert set(outcome.failed) == bad and outcome.retried == {}
     assert list(outcome.failed.values()) == ["ValueError: boom at lr=0.5"] * 2
+    assert sorted(cell[1] for cell in logged(log, "start")) == [0.1, 0.1, 0.5, 0.5]  # once each
     frame = store.cells_frame("flaky").set_index("cell_id")
     assert frame.loc[sorted(bad), "state"].tolist() == ["failed", "failed"]
     assert (frame.drop(index=sorted(bad))["state"] == "done").all()
@@ -149,7 +250,7 @@ def test_preflight_names_a_node_where_the_package_does_not_import(
     make_study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker side fails the way a node without the package would (an import error)."""
-    monkeypatch.setattr(execute, "_check_node", lambda *args: __import__("no_such_pkg_rbo"))
+    monkeypatch.setattr(connect, "check_node", lambda *args: __import__("no_such_pkg_rbo"))
     with pytest.raises(UserError) as err:
         preflight(load_study(make_study("bare", [0.1])))
     message = str(err.value)

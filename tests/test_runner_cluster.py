@@ -275,6 +275,35 @@ def test_concurrent_runs_never_train_a_cell_twice(
     assert len(per_cell) == 8 and set(per_cell.values()) == {1}
 
 
+def test_the_dry_run_prints_the_trials_that_the_run_hands_to_tune(
+    driver_script: Path, tmp_path: Path, make_study
+) -> None:
+    """`run --dry-run` and `run` on a local Ray print the same trials line (count, pack sizes,
+    slots: the local Ray is started with the CPUs the plan was sized for), and the run's trials
+    are exactly those: FakeTrial logs each task it is handed."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("same", [0.1, 0.03, 0.01, 0.003, 0.001])  # 10 cells, packing auto
+    log = tmp_path / "log"
+    args = [str(path), "--storage", url]
+    code, dry, err = finish(drive(driver_script, {}, *args, "--dry-run"))
+    assert code == 0, err
+    code, out, err = finish(drive(driver_script, {"log": str(log)}, *args))
+    assert code == 0, err
+    [printed] = re.findall(r"^trials: .*$", dry, re.MULTILINE)
+    assert re.findall(r"^trials: .*$", out, re.MULTILINE) == [printed]
+    count, shape = re.match(
+        r"trials: (\d+) \(packing auto: up to \d+ cells per trial, (.*) cells, for", printed
+    ).groups()
+    tasks = [
+        x["cell"] for x in map(json.loads, log.read_text().splitlines()) if x["event"] == "task"
+    ]
+    sizes = Counter(map(len, tasks))
+    assert int(count) == len(tasks) and shape == " + ".join(
+        f"{n} x {k}" for k, n in sorted(sizes.items(), reverse=True)
+    )
+    assert sum(sizes.elements()) == 10 and f"{len(tasks)}/{len(tasks)} trials started" in err
+
+
 def test_killed_driver_then_rerun_trains_each_cell_once(
     driver_script: Path, tmp_path: Path, make_study, storage_url: str
 ) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import os
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -17,15 +19,7 @@ from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores, score_study
 from robustbench_opt.errors import unknown
-from robustbench_opt.runner import (
-    Plan,
-    check_address,
-    duration,
-    estimate_cost,
-    make_plan,
-    ray_address,
-)
-from robustbench_opt.runner.tasks import make_tasks
+from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
 from robustbench_opt.spec import StudySpec, load_study
 from robustbench_opt.states import FAILED, STATES
 from robustbench_opt.storage import Store, resolve_url
@@ -90,9 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if address and not args.dry_run:
         check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if Store.exists(url) else None  # a new database waits for the checks
-    plan = make_plan(store, spec, study)
+    # The plan the run executes, exactly: a dry run computes and prints the same one.
+    cpus = functools.partial(run_cpus, address)  # asked only when there is something to run
+    plan = make_plan(store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent)
     shown = make_url(url).render_as_string(hide_password=True)  # output ends up in logs
-    _print_plan(plan, args.study_file, shown, args.max_concurrent or spec.max_concurrent, spec)
+    _print_plan(plan, args.study_file, shown, spec, address)
     if args.dry_run:
         print("dry run: nothing written")
         return 0
@@ -112,10 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         from robustbench_opt.runner.execute import run_plan
 
-        outcome = run_plan(
-            store, spec, plan, address=args.address, max_concurrent=args.max_concurrent
-        )
+        outcome = run_plan(store, spec, plan, address=args.address)
         print(run_summary(outcome.finished, outcome.wall_seconds, outcome.trial_seconds))
+        if outcome.retried:
+            print(
+                f"retried {len(outcome.retried)} cells in this run: their worker process or "
+                f"node was lost ({next(iter(outcome.retried.values()))})",
+                file=sys.stderr,
+            )
         released = outcome.released
         if released or outcome.interrupted:
             cause = " by Ctrl-C" if outcome.interrupted else ""
@@ -201,9 +201,8 @@ def _packing(text: str) -> int | str:
     return value
 
 
-def _print_plan(
-    plan: Plan, path: str, url: str, max_concurrent: int | None, spec: StudySpec
-) -> None:
+def _print_plan(plan: Plan, path: str, url: str, spec: StudySpec, address: str | None) -> None:
+    """The plan in a few lines: cells by state, its trials (packs) and their cost."""
     n_run = len(plan.to_run)
     print(f"study {plan.study} ({path}) in {url}")
     print(
@@ -212,18 +211,16 @@ def _print_plan(
         f"{plan.busy} running elsewhere; {n_run} to run"
     )
     if n_run:
-        slots = max_concurrent or max(1, int((os.cpu_count() or 1) // spec.resources.cpus))
-        configs = {c.cell_id(plan.study): c for c in plan.to_run}
-        tasks = make_tasks(configs, spec.resources, slots)
-        largest = max(len(t) for t in tasks)
+        sizes = Counter(len(task) for task in plan.tasks)
+        shape = " + ".join(f"{n} x {k}" for k, n in sorted(sizes.items(), reverse=True))
+        where = f"on the Ray cluster at {address}" if address else "on this machine"
         print(
-            f"trials: {len(tasks)} (packing {spec.resources.packing}: up to {largest} cells "
-            f"per trial, for {slots} slots on this machine)"
+            f"trials: {len(plan.tasks)} (packing {spec.resources.packing}: up to "
+            f"{max(sizes)} cells per trial, {shape} cells, for {plan.slots} slots {where})"
         )
-        cost = estimate_cost(plan, [[configs[c] for c in task] for task in tasks])
         print(
-            f"cost: about {duration(cost.seconds)} of training, one trial after another, "
-            f"before parallelism ({cost.basis})"
+            f"cost: about {duration(plan.cost.seconds)} of training, one trial after another, "
+            f"before parallelism ({plan.cost.basis})"
         )
 
 

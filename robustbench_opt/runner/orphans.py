@@ -9,7 +9,7 @@ starts, `reap` ends what the records of dead drivers list. A start time (field 2
 drivers are never touched: two runs on one machine at once stay safe.
 
 Linux only (it reads /proc); elsewhere `record`, `forget` and `reap` do nothing. No Ray import:
-the caller passes the pids Ray started.
+the caller passes the pids Ray started (the driver's new children after `ray.init`, `children`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,23 @@ def start_time(pid: int) -> int | None:
     return None if fields is None or fields[0] == "Z" else int(fields[19])
 
 
-def descendants(pids: Iterable[int]) -> list[int]:
-    """`pids` and every live process below them (walking /proc's parent links)."""
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> its live children's pids (from /proc's parent links)."""
     children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
         if entry.name.isdigit() and (fields := _stat(entry.name)) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (none off Linux)."""
+    return sorted(_children().get(pid, [])) if SUPPORTED else []
+
+
+def descendants(pids: Iterable[int]) -> list[int]:
+    """`pids` and every live process below them (walking /proc's parent links)."""
+    children = _children()
     found, todo = [], list(pids)
     while todo:
         pid = todo.pop()

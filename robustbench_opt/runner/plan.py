@@ -1,18 +1,24 @@
-"""What a run of a study would train, computed without writing anything (and without Ray)."""
+"""What a run of a study would train and how, computed without writing anything (and without
+Ray): the cells to run, the tasks (Ray trials: single cells and packs) they are trained in, and
+the cost. `run --dry-run` prints the plan and `run` prints and executes the same one.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.errors import UserError
+from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec, diff_specs, identity, spec_hash
 from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store
@@ -22,6 +28,7 @@ CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when
 CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
 MAX_CALIBRATION_STEPS = 50
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
 
 # (config, steps, cells) -> seconds per trained image and cell, for `cells` packed cells (1: a
 # trial of its own), timed on this machine; tests inject their own
@@ -30,7 +37,7 @@ StepTimer = Callable[[TrialConfig, int, int], float]
 
 @dataclass
 class Plan:
-    """A study's cells, their registered states, and those a run would train."""
+    """A study's cells, their registered states, those a run would train, and its tasks."""
 
     study: str
     spec: dict[str, Any]  # StudySpec.to_dict()
@@ -39,6 +46,10 @@ class Plan:
     to_run: list[TrialConfig]  # neither finished nor claimed by a live run
     busy: int  # cells claimed by another live run
     measured_epoch_seconds: float | None  # mean epoch wall time recorded in this study
+    tasks: list[list[str]] = field(default_factory=list)  # the run's Ray trials, as cell ids
+    slots: int = 0  # trials at once that the packs were sized for (0: nothing to run)
+    max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
+    timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -46,6 +57,17 @@ class Plan:
     @property
     def epochs_to_run(self) -> int:
         return sum(c.recipe.epochs for c in self.to_run)
+
+    @functools.cached_property
+    def configs(self) -> dict[str, TrialConfig]:
+        """Cell id -> config, of the cells to run."""
+        return {c.cell_id(self.study): c for c in self.to_run}
+
+    @functools.cached_property
+    def cost(self) -> Cost:
+        """The tasks' estimated training time (`estimate_cost`; calibrates when first read)."""
+        tasks = [[self.configs[cell] for cell in task] for task in self.tasks]
+        return estimate_cost(self, tasks, self.timer)
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,7 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     images x passes (2 for SAM-family optimizers) plus the evaluated images (test and val) at
     `EVAL_COST`; epochs as the trial will run them (SAM equal compute halves them)."""
     from robustbench_opt.optim import get_info
-    from robustbench_opt.runner.packing import DATA_SHAPES
+    from robustbench_opt.runner.memory import DATA_SHAPES
     from robustbench_opt.trial.rules import epochs_to_run
 
     shape = DATA_SHAPES[config.dataset]
@@ -119,7 +141,7 @@ def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> flo
     1-CPU trial."""
     import torch
 
-    from robustbench_opt.runner.packing import DATA_SHAPES
+    from robustbench_opt.runner.memory import DATA_SHAPES
     from robustbench_opt.trial.build import build_cells, pack_configs
     from robustbench_opt.trial.device import autocast, pick_device, use_channels_last
     from robustbench_opt.trial.pack import Pack
@@ -160,11 +182,22 @@ def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> flo
     return statistics.median(times) / (batch * passes * cells)
 
 
-def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:
-    """Checks `spec` against what `study` was registered with and lists the cells to train.
+def make_plan(
+    store: Store | None,
+    spec: StudySpec,
+    study: str,
+    *,
+    cpus: Callable[[], float] | None = None,
+    max_concurrent: int | None = None,
+    timer: StepTimer | None = None,
+) -> Plan:
+    """Checks `spec` against what `study` was registered with, lists the cells to train and
+    the tasks to train them in (packs sized for `slots_for` trials at once).
 
     A changed study file under an existing name is a UserError naming the changes. `store`
-    None means the database does not exist yet.
+    None means the database does not exist yet. `cpus` says how many CPUs the run's Ray has
+    (default `local_cpus`: a local Ray is started with them); it is asked only when there is
+    something to run. `max_concurrent` is `run --max-concurrent`.
     """
     spec_dict = spec.to_dict()
     cells = spec.cells()
@@ -184,7 +217,47 @@ def make_plan(store: Store | None, spec: StudySpec, study: str) -> Plan:
         if not epochs.empty:
             measured = float(epochs["seconds"].mean())
     to_run = [c for c in cells if c.cell_id(study) not in skip]
-    return Plan(study, spec_dict, cells, states, to_run, busy, measured)
+    plan = Plan(study, spec_dict, cells, states, to_run, busy, measured, timer=timer)
+    plan.max_concurrent = max_concurrent or spec.max_concurrent
+    if to_run:
+        plan.slots = slots_for(spec, plan.max_concurrent, (cpus or local_cpus)())
+        plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
+    return plan
+
+
+def slots_for(spec: StudySpec, max_concurrent: int | None, cpus: float) -> int:
+    """Trials a run has at once: `max_concurrent` when set (the command line's, else the
+    study's), else as many as `cpus` hold at the study's CPUs per trial."""
+    return max_concurrent or max(1, int(cpus // spec.resources.cpus))
+
+
+def run_cpus(address: str | None) -> float:
+    """The CPUs the run's Ray will have: the cluster's at `address` or $RAY_ADDRESS (joined to
+    ask; the run reuses the connection), else this machine's (`local_cpus`), which a local Ray
+    is started with."""
+    address = ray_address(address)
+    if address is None:
+        return local_cpus()
+    from robustbench_opt.runner.connect import cluster_cpus  # imports Ray
+
+    return cluster_cpus(address)
+
+
+def local_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity (a Slurm or `taskset` allocation),
+    capped by a cgroup v2 CPU quota (a container's `--cpus`); a local Ray is started with
+    this many."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = CPU_QUOTA.read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 def _refusal(

@@ -5,7 +5,7 @@ one optimizer entry and variant). `resources.packing` in the study file (or `run
 
 - `off`: every cell is its own trial.
 - an integer N: packs of at most N cells.
-- `auto` (default): packs as large as memory allows (`packing.cells_per_pack`: weights,
+- `auto` (default): packs as large as memory allows (`memory.cells_per_pack`: weights,
   gradients, optimizer state and activations at the batch size, per cell, against one GPU's
   share on a GPU, or the available RAM per concurrent trial on CPU), at most `AUTO_MAX_CELLS`,
   and never so large that the run has fewer trials than it has slots (which would leave
@@ -45,7 +45,7 @@ def _pack_size(config: TrialConfig, resources: Resources, slots: int, cells: int
         return 1
     if resources.packing != "auto":
         return int(resources.packing)
-    from robustbench_opt.runner.packing import cells_per_pack  # imports torch
+    from robustbench_opt.runner.memory import cells_per_pack  # imports torch
 
     spread = math.ceil(cells / max(1, slots))  # keep every slot busy
     return max(1, min(AUTO_MAX_CELLS, spread, cells_per_pack(config, resources, slots)))

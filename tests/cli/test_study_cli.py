@@ -11,11 +11,17 @@ from unittest import mock
 
 import pytest
 
-import robustbench_opt.runner.execute as execute
+import robustbench_opt.runner.worker as worker
 from robustbench_opt.cli import main
 from robustbench_opt.cli.study import command_prefix, run_summary
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+# Importing Ray or the runner's Ray side fails under this (`mock.patch.dict(sys.modules, ...)`).
+NO_RAY = {
+    "ray": None,
+    "robustbench_opt.runner.execute": None,
+    "robustbench_opt.runner.connect": None,
+}
 
 
 def digest(path: Path) -> str:
@@ -40,21 +46,24 @@ def finished(tmp_path_factory, ray_local, fake_trial, study_writer):
     root = tmp_path_factory.mktemp("finished")
     path = study_writer(root / "done.yaml", "done", [0.1, 0.01])
     db = root / "r.db"
-    with mock.patch.object(execute, "default_trial_fn", fake_trial()):
+    with mock.patch.object(worker, "default_trial_fn", fake_trial()):
         assert main(["run", str(path), "--storage", f"sqlite:///{db}"]) == 0
     return path, f"sqlite:///{db}", db
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     path = make_study("dry", [0.1, 0.01, 0.001])
-    code, out, _ = run_cli(
-        ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"]
-        + ["--max-concurrent", "2"],  # the pack sizes follow the slots, not this machine's CPUs
-        capsys,
-    )
+    with mock.patch.dict(sys.modules, NO_RAY):  # a local dry run starts no Ray
+        code, out, _ = run_cli(
+            ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"]
+            + ["--max-concurrent", "2"],  # the pack sizes follow the slots, not this machine's
+            capsys,
+        )
     assert code == 0
     assert "6 total, 0 done, 0 diverged, 0 failed, 0 running elsewhere; 6 to run" in out
-    assert "trials: 2 (packing auto: up to 3 cells per trial, for 2 slots" in out
+    assert (
+        "trials: 2 (packing auto: up to 3 cells per trial, 2 x 3 cells, for 2 slots on this " in out
+    )
     assert "cost: about " in out and "(12 epochs in 2 trials; calibrated by timing" in out
     assert "ms per image and cell in packs of 3)" in out
     assert not (tmp_path / "r.db").exists()
@@ -74,7 +83,7 @@ def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, c
         max_concurrent=1,
     )
     before = digest(db)
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+    with mock.patch.dict(sys.modules, NO_RAY):
         code, out, _ = run_cli(["run", str(edited), "--storage", url, "--data-dir", "x"], capsys)
     assert code == 0
     assert "nothing to train: all 4 cells are finished" in out
@@ -84,7 +93,7 @@ def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, c
 def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> None:
     path, url, db = finished
     before = digest(db)
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+    with mock.patch.dict(sys.modules, NO_RAY):
         code, out, _ = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 0
     assert "nothing to train: all 4 cells are finished" in out
@@ -97,7 +106,7 @@ def test_run_closes_with_exactly_what_scores_prints(finished, capsys) -> None:
     """The end-of-run table, verdict and notes are `scores STUDY`'s own output, number for
     number (they once pooled variants and computed variance over trials)."""
     path, url, _ = finished
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+    with mock.patch.dict(sys.modules, NO_RAY):
         code, run_out, _ = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 0
     code, scores_out, _ = run_cli(["scores", "done", "--storage", url], capsys)
@@ -117,7 +126,7 @@ def test_toggling_compile_resumes_the_finished_study(
         recipe={"epochs": 2, "batch_size": 64, "compile": True, "channels_last": True},
     )
     before = digest(db)
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+    with mock.patch.dict(sys.modules, NO_RAY):
         code, out, err = run_cli(["run", str(faster), "--storage", url], capsys)
     assert code == 0, err
     assert "nothing to train: all 4 cells are finished" in out
@@ -130,7 +139,7 @@ def test_missing_cifar_data_fails_before_the_database_is_created(
     missing = tmp_path / "no-cifar"
     path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(missing))
     db = tmp_path / "r.db"
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):  # no Ray
+    with mock.patch.dict(sys.modules, NO_RAY):  # no Ray
         code, out, err = run_cli(["run", str(path), "--storage", f"sqlite:///{db}"], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"no CIFAR-10 files in '{missing}'" in err
@@ -144,7 +153,7 @@ def test_missing_cifar_data_leaves_an_existing_database_unchanged(
     _, url, db = finished
     path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(tmp_path))
     before = dump(db)
-    with mock.patch.dict(sys.modules, {"robustbench_opt.runner.execute": None}):
+    with mock.patch.dict(sys.modules, NO_RAY):
         code, _, err = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 2 and "no CIFAR-10 files" in err
     assert dump(db) == before
@@ -217,13 +226,27 @@ def test_failed_cells_exit_nonzero_and_are_named(
 ) -> None:
     path = make_study("bad", [0.1, 0.5], optimizers=["adam"])
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    with mock.patch.object(execute, "default_trial_fn", fake_trial(fail_lr=0.5)):
+    with mock.patch.object(worker, "default_trial_fn", fake_trial(fail_lr=0.5)):
         code, out, err = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 1
     [line] = [x for x in err.splitlines() if x.startswith("failed: cell")]
     assert "(adam, default, lr=0.5, wd=0, seed=0): ValueError: boom at lr=0.5" in line
     assert "1 cells failed; run again to retry them" in err
     assert "1/2 done" in err  # the progress line
+
+
+def test_a_cell_lost_with_its_worker_is_retried_and_the_run_exits_0(
+    tmp_path: Path, make_study, fake_trial, capsys
+) -> None:
+    path = make_study("lost", [0.1], optimizers=["adam"])
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    fake = fake_trial(die_lr=0.1, died=str(tmp_path / "died"))  # its worker dies the first time
+    with mock.patch.object(worker, "default_trial_fn", fake):
+        code, out, err = run_cli(["run", str(path), "--storage", url], capsys)
+    assert code == 0, err
+    lost = "retried 1 cells in this run: their worker process or node was lost (ActorDiedError: "
+    assert lost in err
+    assert "trained 1 cells in " in out and "failed" not in err.replace("0 failed", "")
 
 
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
@@ -233,7 +256,7 @@ def test_run_never_prints_the_database_password(
     url = storage_url.replace("://postgres@", "://postgres:s3cret-pw@")  # trust auth ignores it
     assert "s3cret-pw" in url
     path = make_study("secret", [0.1])
-    with mock.patch.object(execute, "default_trial_fn", fake_trial()):
+    with mock.patch.object(worker, "default_trial_fn", fake_trial()):
         code, out, err = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 0
     assert "s3cret-pw" not in out + err

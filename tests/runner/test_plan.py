@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
+import time
 
+import pytest
+
+from robustbench_opt.config import Recipe, TrialConfig
+from robustbench_opt.runner import plan as plan_module
 from robustbench_opt.runner.plan import (
     CALIBRATION_STEPS,
     cell_seconds,
     estimate_cost,
+    local_cpus,
     make_plan,
     time_training_images,
 )
@@ -87,9 +92,52 @@ def test_nothing_to_run_costs_nothing(make_study) -> None:
     assert estimate_cost(plan, [], timer=lambda config, steps, cells: 1 / 0).seconds == 0.0
 
 
-def test_calibration_times_real_training_steps(make_study, tmp_path: Path) -> None:
-    [cell, *_] = _plan(make_study).to_run
-    cell = dataclasses.replace(cell, device="cpu")
-    for cells in (1, 3):  # alone, and a pack of 3
-        seconds = time_training_images(cell, 2, cells)
-        assert 0 < seconds < 1  # per image and cell, on any machine that runs the tests
+def test_calibration_times_real_training_steps() -> None:
+    """Seconds per trained image and cell, of real steps: one step of the reported time fits
+    in the call's own wall time, and a model of ~100x the compute per image (resnet20 on 32 x
+    32 x 3 images against simple_cnn on 8 x 8 x 1) costs over 10x as much per image."""
+    small = TrialConfig(
+        "digits", "simple_cnn", "adam", 1e-3, 0.0, Recipe(batch_size=16), device="cpu"
+    )
+    large = dataclasses.replace(small, dataset="cifar10", model="resnet20")
+    rates = {}
+    for config, cells in ((small, 1), (small, 3), (large, 1)):  # alone, a pack of 3, larger
+        start = time.perf_counter()
+        rates[config.model, cells] = time_training_images(config, 2, cells)
+        wall = time.perf_counter() - start
+        step = rates[config.model, cells] * config.recipe.batch_size * cells  # adam: one pass
+        assert 0 < step <= wall, (config.model, cells, step, wall)
+    assert rates["resnet20", 1] > 10 * rates["simple_cnn", 1], rates
+
+
+def test_the_plans_packs_are_sized_for_its_slots(make_study) -> None:
+    """8 cells of 2 optimizers, packing auto: as many trials as slots when there are enough
+    cells (slots from the CPUs at resources.cpus each, or the cap on trials at once)."""
+    spec = load_study(make_study("slots", [0.1, 0.01, 0.001, 0.0001]))
+    sizes = lambda plan: [len(task) for task in plan.tasks]  # noqa: E731
+    four = make_plan(None, spec, "slots", cpus=lambda: 4)
+    assert four.slots == 4 and sizes(four) == [2, 2, 2, 2] and four.max_concurrent is None
+    capped = make_plan(None, spec, "slots", cpus=lambda: 4, max_concurrent=1)
+    assert capped.slots == 1 and sizes(capped) == [4, 4] and capped.max_concurrent == 1
+    two_cpus_each = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, cpus=2))
+    assert make_plan(None, two_cpus_each, "slots", cpus=lambda: 4).slots == 2
+    assert sorted(c for task in four.tasks for c in task) == sorted(four.configs)
+    timed = make_plan(None, spec, "slots", cpus=lambda: 4, timer=lambda config, steps, k: 1e-3)
+    assert timed.cost.basis.startswith("16 epochs in 4 trials; calibrated")
+
+
+def test_local_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(plan_module.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(plan_module, "CPU_QUOTA", tmp_path / "cpu.max")
+    assert local_cpus() == 8  # no cgroup file
+    for text, cpus in (("max 100000", 8), ("400000 100000", 4), ("150000 100000", 1)):
+        (tmp_path / "cpu.max").write_text(text + "\n")
+        assert local_cpus() == cpus, text
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one slot
+    assert local_cpus() == 1
+
+
+@pytest.mark.parametrize("cpus", [0.5, 1])
+def test_too_few_cpus_still_plan_one_slot(make_study, cpus) -> None:
+    spec = load_study(make_study("one", [0.1]))
+    assert make_plan(None, spec, "one", cpus=lambda: cpus).slots == 1

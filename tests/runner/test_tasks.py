@@ -12,8 +12,8 @@ import time
 import pytest
 
 from robustbench_opt.config import Recipe, TrialConfig
-from robustbench_opt.runner import tasks as tasks_module
-from robustbench_opt.runner.execute import _CtrlC, _TaskFeed
+from robustbench_opt.runner.feed import LOST_RETRIES, TaskFeed
+from robustbench_opt.runner.interrupt import CtrlC
 from robustbench_opt.runner.tasks import AUTO_MAX_CELLS, make_tasks
 from robustbench_opt.spec import Resources
 from robustbench_opt.states import PENDING, RUNNING
@@ -46,30 +46,32 @@ def test_cells_that_differ_in_more_than_lr_wd_seed_never_share_a_pack():
     assert [len(t) for t in make_tasks(configs, Resources(packing=8), slots=1)] == [1, 1]
 
 
-def test_auto_packs_keep_every_slot_busy_and_fit_memory(monkeypatch):
+def test_auto_packs_keep_every_slot_busy_fit_memory_and_stop_at_the_cap(monkeypatch):
     configs = grid()
+    fits = {"cells": 100}  # what memory allows (`memory.cells_per_pack`), set per case
     monkeypatch.setattr(
-        "robustbench_opt.runner.packing.cells_per_pack", lambda config, resources, slots: 100
+        "robustbench_opt.runner.memory.cells_per_pack",
+        lambda config, resources, slots: fits["cells"],
     )
     assert [len(t) for t in make_tasks(configs, Resources(), slots=4)] == [3, 3, 3, 3]  # 12/4
-    assert max(len(t) for t in make_tasks(configs, Resources(), slots=1)) <= AUTO_MAX_CELLS
-    monkeypatch.setattr(
-        "robustbench_opt.runner.packing.cells_per_pack", lambda config, resources, slots: 2
-    )
+    fits["cells"] = 2
     assert [len(t) for t in make_tasks(configs, Resources(), slots=1)] == [2] * 6
-    assert tasks_module.AUTO_MAX_CELLS == AUTO_MAX_CELLS
+    # One group of twice the cap, neither memory nor slots a limit: two packs of the cap.
+    big = grid(optimizers=("adam",), lrs=[10.0**-k for k in range(2 * AUTO_MAX_CELLS)], seeds=(0,))
+    fits["cells"] = 100
+    assert [len(t) for t in make_tasks(big, Resources(), slots=1)] == [AUTO_MAX_CELLS] * 2
 
 
 def test_cells_per_pack_counts_activations_per_cell(monkeypatch):
-    from robustbench_opt.runner import packing
+    from robustbench_opt.runner import memory
 
     config = next(iter(grid().values()))
-    monkeypatch.setattr(packing, "available_ram", lambda: 64 * 2**30)
-    roomy = packing.cells_per_pack(config, Resources(), slots=1)
-    monkeypatch.setattr(packing, "available_ram", lambda: 2**30 + 8 * 2**20)
-    tight = packing.cells_per_pack(config, Resources(), slots=1)
+    monkeypatch.setattr(memory, "available_ram", lambda: 64 * 2**30)
+    roomy = memory.cells_per_pack(config, Resources(), slots=1)
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**30 + 8 * 2**20)
+    tight = memory.cells_per_pack(config, Resources(), slots=1)
     assert roomy > tight >= 1
-    assert packing.cells_per_pack(config, Resources(), slots=8) >= 1
+    assert memory.cells_per_pack(config, Resources(), slots=8) >= 1
 
 
 def test_the_feed_claims_one_trial_at_a_time_and_two_feeds_share_a_study(storage_url: str):
@@ -77,16 +79,49 @@ def test_the_feed_claims_one_trial_at_a_time_and_two_feeds_share_a_study(storage
     store = Store(storage_url)
     store.register_study("s", {"name": "s"}, "hash-s", list(configs.values()))
     tasks = make_tasks(configs, Resources(packing=3), slots=1)
-    first = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
-    second = _TaskFeed(store, "s", store.start_run("s"), tasks, configs)
+    first = TaskFeed(store, "s", store.start_run("s"), tasks, configs)
+    second = TaskFeed(store, "s", store.start_run("s"), tasks, configs)
     assert first.suggest("t1")["cells"] == tasks[0]
     states = store.cells_frame("s").set_index("cell_id")["state"]
     assert (states == RUNNING).sum() == 3 and (states == PENDING).sum() == 9  # a window only
     assert second.suggest("t2")["cells"] == tasks[1]  # the first feed's cells are skipped
     handed = [first.suggest("t3"), second.suggest("t4"), first.suggest("t5")]
-    assert [h["cells"] for h in handed[:2]] == tasks[2:4] and handed[2] == _TaskFeed.FINISHED
-    assert sorted(first.claimed + second.claimed) == sorted(configs)  # each cell exactly once
-    assert second.suggest("t6") == _TaskFeed.FINISHED
+    # Nothing left to hand out, but t1 and t3 may still lose cells: "ask again", not FINISHED.
+    assert [h["cells"] for h in handed[:2]] == tasks[2:4] and handed[2] is None
+    first.settle("t1")
+    assert first.suggest("t6") is None
+    first.settle("t3")
+    assert first.suggest("t7") == TaskFeed.FINISHED
+    assert sorted([*first.claimed, *second.claimed]) == sorted(configs)  # each cell exactly once
+    second.settle("t2")
+    second.settle("t4")
+    assert second.suggest("t8") == TaskFeed.FINISHED
+    store.close()
+
+
+def test_the_feed_hands_out_lost_cells_again_a_bounded_number_of_times(tmp_path):
+    """Cells lost with a trial's worker go back to the front of the queue, are claimed again
+    (the recorder recorded the lost attempt failed), and stop coming back after LOST_RETRIES;
+    cells settled without a loss never come back."""
+    configs = grid(optimizers=("adam",), seeds=(0,))  # 3 cells
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.register_study("s", {"name": "s"}, list(configs.values()))
+    feed = TaskFeed(store, "s", store.start_run("s"), [[c] for c in configs], configs)
+    first, second, third = configs
+    assert feed.suggest("t1")["cells"] == [first]
+    for attempt in range(LOST_RETRIES):
+        store.record_start("s", first)
+        store.record_failure("s", first, "ActorDiedError: lost", "")
+        assert feed.settle(f"t1-{attempt}" if attempt else "t1", [first]) == [first]
+        assert feed.suggest(f"t1-{attempt + 1}")["cells"] == [first]  # first again, before others
+    store.record_start("s", first)
+    store.record_failure("s", first, "ActorDiedError: lost", "")
+    assert feed.settle(f"t1-{LOST_RETRIES}", [first]) == []  # bounded: failed, for the next run
+    assert [feed.suggest("t2")["cells"], feed.suggest("t3")["cells"]] == [[second], [third]]
+    assert feed.settle("t2") == [] and feed.settle("t3") == []
+    assert feed.suggest("t4") == TaskFeed.FINISHED
+    assert list(feed.claimed) == [first, second, third] and feed.total == 3 + LOST_RETRIES
+    assert feed.handed_out == 3 + LOST_RETRIES
     store.close()
 
 
@@ -96,13 +131,13 @@ def test_a_trials_parameters_rebuild_its_cells_from_the_shared_group_configs(tmp
     configs = grid()
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     store.register_study("s", {"name": "s"}, "hash-s", list(configs.values()))
-    feed = _TaskFeed(
+    feed = TaskFeed(
         store, "s", store.start_run("s"), make_tasks(configs, Resources(packing=3), 1), configs
     )
     shared = feed.shared()
     assert len(shared) == 2 and all("lr" not in group for group in shared)
     rebuilt = {}
-    while (params := feed.suggest("t")) != _TaskFeed.FINISHED:
+    while (params := feed.suggest("t")) is not None:  # "ask again": t is never settled
         assert len(json.dumps(params)) < 400  # no full configs in a trial's parameters
         group = shared[params["group"]]
         for cell, values in zip(params["cells"], params["per_cell"], strict=True):
@@ -131,12 +166,13 @@ def test_bad_packing_setting_is_one_line_naming_the_choices(make_study, packing)
 
 def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
     """10,000 cells finishing quickly print about 100 lines, not 20,000; the last always."""
-    from robustbench_opt.runner.execute import _Recorder
+    from robustbench_opt.runner.recorder import Recorder
     from robustbench_opt.states import DONE
 
     log = tmp_path / "progress.log"
     with open(log, "w") as stream:
-        recorder = _Recorder(store=None, study="big", total=10_000, stream=stream)
+        feed = TaskFeed(None, "big", "run", [], {})
+        recorder = Recorder(store=None, study="big", total=10_000, stream=stream, feed=feed)
         for k in range(10_000):
             recorder.running.add(str(k))
             recorder._end(str(k), DONE)
@@ -146,9 +182,9 @@ def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
 
 
 def test_ctrl_c_stops_at_once_but_never_inside_a_database_write():
-    """A real SIGINT while the run's handler is installed: inside an `_atomic` callback the write
+    """A real SIGINT while the run's handler is installed: inside an `atomic` callback the write
     finishes first and the interrupt follows; outside one it is immediate."""
-    ctrl_c = _CtrlC()
+    ctrl_c = CtrlC()
     wrote = []
     with ctrl_c.installed():
         with pytest.raises(KeyboardInterrupt):

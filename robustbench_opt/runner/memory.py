@@ -1,5 +1,5 @@
-"""Trial packing: how much of one GPU a trial should take (Ray fractional GPUs, `gpus: auto`),
-and how many cells fit in one packed trial (`cells_per_pack`).
+"""A trial's memory and compute from its model's size: how much of one GPU it should take (Ray
+fractional GPUs, `gpus: auto`), and how many cells fit in one packed trial (`cells_per_pack`).
 
 A small trial leaves most of a GPU idle, so several of them can share it. The rule, from the
 model's size on the trial's data set (parameters and per-image activations, measured by one

@@ -1,4 +1,4 @@
-"""The packing rule: GPU fraction from model size, activations and batch size."""
+"""A trial's memory rule: GPU fraction from model size, activations and batch size."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.data import load_splits
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
-from robustbench_opt.runner.packing import (
+from robustbench_opt.runner import memory
+from robustbench_opt.runner.memory import (
     DATA_SHAPES,
     MAX_TRIALS_PER_GPU,
     REFERENCE_GPU_BYTES,
@@ -67,8 +68,22 @@ def test_unknown_dataset_is_a_user_error():
         gpu_fraction(_config("resnet20", "cifar11"))
 
 
-def test_estimate_builds_nothing_on_a_real_device():
+def test_estimate_builds_its_model_on_the_meta_device_only(monkeypatch):
+    """wrn28_10 (36.5M parameters) is measured without memory: every parameter and buffer of
+    the model the estimate builds is a meta tensor, and no CUDA memory is taken."""
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(build_model(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(memory, "build_model", recording)
+    memory.footprint.cache_clear()  # measured afresh, not from an earlier test's cache
     before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    estimate(_config("wrn28_10"))
+    result = estimate(_config("wrn28_10"))
     after = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    [net] = built
+    tensors = [*net.parameters(), *net.buffers()]
+    assert result.footprint.params == sum(p.numel() for p in net.parameters()) > 36_000_000
+    assert tensors and all(t.is_meta for t in tensors)
     assert after == before

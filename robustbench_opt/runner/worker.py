@@ -1,0 +1,79 @@
+"""The worker side of a run: what one Ray trial does, and the resources Tune gives it.
+
+A trial rebuilds its cells' configs from the group config Tune holds once and its own per-cell
+values, trains them with a trainer (`TrialFn`: the trial engine, or what a test injects), and
+reports each cell's epochs and result through `tune.report`, tagged with the cell id. Workers
+hold no database code or credentials; the driver's recorder writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray import tune
+
+from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
+from robustbench_opt.errors import UserError
+from robustbench_opt.spec import StudySpec
+from robustbench_opt.trial.hooks import EpochHook, ResultHook
+
+# A trainer: trains a task's cells (one, or a pack), reporting each cell's epochs and result
+# through the hooks (`trial.train_cells`'s signature; tests inject their own).
+TrialFn = Callable[[list[TrialConfig], EpochHook, ResultHook], object]
+# What Tune is asked for per trial: fixed, or per task (`gpus: auto`). Not `spec.Resources`,
+# the study's own request that this is derived from.
+RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
+
+
+def default_trial_fn(
+    configs: list[TrialConfig], on_epoch: EpochHook, on_result: ResultHook
+) -> None:
+    """Trains a task's cells with the trial engine (torch is imported in the worker only)."""
+    from robustbench_opt.trial.engine import train_cells
+
+    train_cells(configs, on_epoch, on_result)
+
+
+def trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: TrialFn) -> None:
+    """One Tune trial (worker side): `trial_fn` trains one cell or a pack, reported per cell."""
+    ids, shared = params["cells"], groups[params["group"]]
+    cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
+
+    def on_epoch(k: int, record: EpochRecord) -> None:
+        tune.report({"cell": ids[k], "rbo_epoch": json.dumps(dataclasses.asdict(record))})
+
+    def on_result(k: int, result: TrialResult) -> None:
+        tune.report({"cell": ids[k], "rbo_result": json.dumps(result.to_dict())})
+
+    trial_fn(cells, on_epoch, on_result)
+
+
+def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayResources:
+    """Ray resources per trial; refuses what the cluster could never schedule."""
+    cluster = ray.cluster_resources()
+    cpus, gpus = float(spec.resources.cpus), spec.resources.gpus
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if cpus > have_cpu:
+        raise UserError(
+            f"resources.cpus={cpus:g} per trial but the Ray cluster has {have_cpu:g} CPUs; "
+            "lower resources.cpus in the study file or add nodes"
+        )
+    if gpus == "auto":
+        if have_gpu == 0:
+            return {"cpu": cpus, "gpu": 0.0}
+        from robustbench_opt.runner.memory import gpu_fraction  # imports torch: only when needed
+
+        return lambda params: {
+            "cpu": cpus,
+            "gpu": gpu_fraction(configs[params["cells"][0]], len(params["cells"])),
+        }
+    if gpus > 0 and have_gpu == 0:
+        raise UserError(
+            f"resources.gpus={gpus:g} per trial but the Ray cluster has no GPU; "
+            "set resources.gpus to 0 or auto, or join a cluster with GPUs via --address"
+        )
+    return {"cpu": cpus, "gpu": float(gpus)}
