@@ -105,7 +105,7 @@ def test_the_feed_hands_out_lost_cells_again_a_bounded_number_of_times(tmp_path)
     cells settled without a loss never come back."""
     configs = grid(optimizers=("adam",), seeds=(0,))  # 3 cells
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
-    store.register_study("s", {"name": "s"}, list(configs.values()))
+    store.register_study("s", {"name": "s"}, "hash-s", list(configs.values()))
     feed = TaskFeed(store, "s", store.start_run("s"), [[c] for c in configs], configs)
     first, second, third = configs
     assert feed.suggest("t1")["cells"] == [first]
