@@ -3,7 +3,8 @@
 # (PostgreSQL, a Ray head, two CPU workers, optuna-dashboard, each in its own container), runs
 # the quickstart from the head container, checks the results with plain SQL, the worker hosts,
 # optuna-dashboard's API and the secrets, kills a worker in the middle of a second study and
-# checks that every cell still lands exactly once, then tears everything down (also on failure).
+# checks that the run retries the lost cells itself and lands every cell exactly once, then tears
+# everything down (also on failure).
 #
 # Needs root-less or root Docker with a running daemon and docker-compose >= 1.29 (or
 # `docker compose`). The images build from a local Debian base (BASE_IMAGE, default
@@ -79,12 +80,16 @@ hosts_of() {
 # --- images -----------------------------------------------------------------------------------
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   say "base image $BASE_IMAGE: debootstrap bookworm from $DEBIAN_MIRROR"
+  t0=$(now)
   root=$(mktemp -d)
   debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" >/dev/null
-  # The base trusts what this machine trusts (pip in the build may pass a TLS proxy).
-  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/host-ca-certificates.crt"
+  # The base trusts what this machine trusts (pip in the build may pass a TLS proxy); minbase
+  # has no /etc/ssl, so the directory is made here.
+  install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/host-ca-certificates.crt"
   tar -C "$root" -c . | docker import -c "ENV PIP_CERT=/etc/ssl/host-ca-certificates.crt" - "$BASE_IMAGE" >/dev/null
   rm -rf "$root"
+  size=$(docker image inspect -f '{{.Size}}' "$BASE_IMAGE")
+  say "base image $(since "$t0") s, $(python3 -c "print(f'{$size / 1e6:.0f}')") MB"
 fi
 say "build $ROBUSTBENCH_IMAGE from $BASE_IMAGE"
 t0=$(now)
@@ -184,14 +189,9 @@ say "killed worker 1 ($worker1) with $killed/$cells cells done"
 run2_rc=0
 wait "$run_pid" || run2_rc=$?
 tail -n 12 "$OUT/run2.txt" | mask
-if ((run2_rc == 0)); then
-  say "the run finished on its own: Ray retried the lost trials on the surviving nodes"
-else
-  say "the run exited $run2_rc naming the cells lost with the worker; rerun to retry them"
-  on_head robustbench-opt run "$STUDY" --study-name "$SECOND" --address auto >"$OUT/run3.txt" 2>&1 ||
-    { mask <"$OUT/run3.txt"; fail "the rerun exited non-zero"; }
-  tail -n 4 "$OUT/run3.txt" | mask
-fi
+# The run retries the cells lost with the worker itself: one run, exit 0, nothing to rerun.
+((run2_rc == 0)) || { mask <"$OUT/run2.txt" | tail -n 40; fail "the run with a killed worker exited $run2_rc; want it to retry the lost cells and finish"; }
+say "the run finished in one go: the cells lost with worker 1 were retried on the survivors"
 say "$SECOND: $(since "$t0") s wall, kill and retry included"
 check_exactly_once "$SECOND" "$cells"
 hosts_of "$SECOND" | sed "s/^$head|/head    $head|/; s/^$worker1|/worker1 $worker1|/; s/^$worker2|/worker2 $worker2|/"
