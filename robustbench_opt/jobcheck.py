@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,17 +64,37 @@ class Mount:
         return self.fstype in NETWORK_FILESYSTEMS
 
 
-def check_job(study_file: str, url: str, nodes: int, host: str | None = None) -> str:
+@dataclass(frozen=True)
+class Job:
+    """Where the check runs: this node, the job's node count, whether it is an array's task."""
+
+    host: str
+    nodes: int = 1
+    array: bool = False
+
+    @property
+    def spread(self) -> str | None:
+        """Why this study's next driver may run on another node, in words; None if it cannot."""
+        if self.nodes > 1:
+            return f"in a {self.nodes}-node job"
+        if self.array:
+            return "in a job array (its tasks run on any nodes)"
+        return None
+
+
+def check_job(study_file: str, url: str, job: Job) -> str:
     """Checks a job's study file and storage from this node; returns one line saying so.
 
-    `nodes` is the job's node count ($SLURM_JOB_NUM_NODES). Raises UserError naming the file
-    or the storage (password hidden), this node and the fix.
+    Raises UserError naming the file or the storage (password hidden), this node and the fix.
     """
-    host = host or socket.gethostname()
-    check_study_file(study_file, host)
-    shown = check_storage(url, nodes, host)
-    plural = "s" * (nodes != 1)
-    return f"job check on {host} ({nodes} node{plural}): study file {study_file}; storage {shown}"
+    check_study_file(study_file, job.host)
+    shown = check_storage(url, job)
+    plural = "s" * (job.nodes != 1)
+    array = ", a job array's task" if job.array else ""
+    return (
+        f"job check on {job.host} ({job.nodes} node{plural}{array}): study file {study_file}; "
+        f"storage {shown}"
+    )
 
 
 def check_study_file(study_file: str, host: str) -> None:
@@ -93,13 +112,13 @@ def check_study_file(study_file: str, host: str) -> None:
         ) from None
 
 
-def check_storage(url: str, nodes: int, host: str, mounts: str | None = None) -> str:
-    """The storage URL (password hidden) once it is usable from this node in a `nodes`-node job.
+def check_storage(url: str, job: Job, mounts: str | None = None) -> str:
+    """The storage URL (password hidden) once this job can use it from this node.
 
     SQLite: a file on a network filesystem is refused (its locks are unsafe across hosts), and
-    so is a file on this node's local disk in a multi-node job (another job of the study may
-    start on another node). A database server: the loopback address is refused in a multi-node
-    job, then a connection is opened and closed. `mounts` is /proc/mounts' text (for tests).
+    so is a file on this node's local disk when the study's next driver may run elsewhere (a
+    multi-node job, a job array). A database server: the loopback address is refused there too,
+    then a connection is opened and closed. `mounts` is /proc/mounts' text (for tests).
     """
     try:
         parsed = sa.make_url(url)
@@ -111,21 +130,21 @@ def check_storage(url: str, nodes: int, host: str, mounts: str | None = None) ->
     shown = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        _check_sqlite(parsed, shown, nodes, host, mounts)
-        return f"{shown} (SQLite on {host})"
+        _check_sqlite(parsed, shown, job, mounts)
+        return f"{shown} (SQLite on {job.host})"
     if backend != "postgresql":
         raise UserError(
             f"unsupported storage {shown}; valid: sqlite, postgresql; fix --storage or ${ENV_VAR}"
         )
     server = parsed.host or "localhost"  # no host: the local Unix socket
-    if nodes > 1 and is_loopback(server):
+    if job.spread and is_loopback(server):
         raise UserError(
-            f"storage {shown} names the loopback host {server!r}: in a {nodes}-node job that is "
-            f"whichever node runs the driver ({host} now), not the database server; use the "
+            f"storage {shown} names the loopback host {server!r}: {job.spread} that is "
+            f"whichever node runs the driver ({job.host} now), not the database server; use the "
             f"server's host name or address in ${ENV_VAR}"
         )
-    _check_connect(parsed, shown, host)
-    return f"{shown} (reachable from {host})"
+    _check_connect(parsed, shown, job.host)
+    return f"{shown} (reachable from {job.host})"
 
 
 def is_loopback(server: str) -> bool:
@@ -159,7 +178,7 @@ def mount_of(path: Path, mounts: str | None = None) -> Mount:
     return best
 
 
-def _check_sqlite(parsed: sa.URL, shown: str, nodes: int, host: str, mounts: str | None) -> None:
+def _check_sqlite(parsed: sa.URL, shown: str, job: Job, mounts: str | None) -> None:
     if parsed.database in (None, "", ":memory:"):
         raise UserError(
             f"storage {shown} is an in-memory SQLite database: the job's results would vanish "
@@ -174,12 +193,12 @@ def _check_sqlite(parsed: sa.URL, shown: str, nodes: int, host: str, mounts: str
             f"another host can corrupt it); {POSTGRES_FIX}, or a SQLite file on a node's local "
             "disk in a one-node job"
         )
-    if nodes > 1:
+    if job.spread:
         raise UserError(
-            f"SQLite file {path} is on the local disk of {host} ({mount.fstype} at "
-            f"{mount.point}) but the job has {nodes} nodes: Slurm may start the next job of this "
-            "study (a resubmission, an array task) on another node, where this file is not; "
-            f"{POSTGRES_FIX}, or run one-node jobs"
+            f"SQLite file {path} is on the local disk of {job.host} ({mount.fstype} at "
+            f"{mount.point}), but {job.spread} the next driver of this study (a resubmission, "
+            f"another task) may run on another node, where this file is not; {POSTGRES_FIX}, "
+            "or run the study in one-node jobs (not an array)"
         )
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from robustbench_opt.cli import main
 from robustbench_opt.errors import UserError
-from robustbench_opt.jobcheck import check_job, check_storage, is_loopback, mount_of
+from robustbench_opt.jobcheck import Job, check_job, check_storage, is_loopback, mount_of
 
 STUDY = str(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
 
@@ -43,24 +43,28 @@ def test_mount_of_finds_the_deepest_mount_of_the_nearest_existing_directory(shar
 def test_sqlite_on_a_network_filesystem_is_refused_even_on_one_node(shared) -> None:
     mounted, mounts = shared
     with pytest.raises(UserError, match="network filesystem \\(nfs4 at .*home dir\\)"):
-        check_storage(f"sqlite:///{mounted}/results.db", 1, "node7", mounts)
+        check_storage(f"sqlite:///{mounted}/results.db", Job("node7"), mounts)
 
 
-def test_sqlite_on_local_disk_passes_on_one_node_and_is_refused_on_two(tmp_path: Path) -> None:
+def test_sqlite_on_local_disk_passes_on_one_node_only(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/results.db"
     mounts = "/dev/vda1 / ext4 rw 0 0\n"
-    assert check_storage(url, 1, "node7", mounts) == f"{url} (SQLite on node7)"
-    with pytest.raises(UserError) as err:
-        check_storage(url, 2, "node7", mounts)
-    message = str(err.value)
-    assert "local disk of node7 (ext4 at /)" in message and "the job has 2 nodes" in message
-    assert "postgresql+psycopg://" in message  # the fix
+    assert check_storage(url, Job("node7"), mounts) == f"{url} (SQLite on node7)"
+    for job, spread in [
+        (Job("node7", nodes=2), "in a 2-node job"),
+        (Job("node7", nodes=1, array=True), "in a job array"),
+    ]:
+        with pytest.raises(UserError) as err:
+            check_storage(url, job, mounts)
+        message = str(err.value)
+        assert "on the local disk of node7 (ext4 at /)" in message and spread in message
+        assert "postgresql+psycopg://" in message  # the fix
     assert not (tmp_path / "results.db").exists()  # reads only
 
 
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(UserError, match="in-memory SQLite"):
-        check_storage("sqlite://", 1, "node7")
+        check_storage("sqlite://", Job("node7"))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_in_memory_sqlite_is_refused() -> None:
 def test_the_loopback_host_is_refused_on_two_nodes_before_any_connection(host: str) -> None:
     url = f"postgresql+psycopg://user:s3cret-pw@{host}:{closed_port()}/db"
     with pytest.raises(UserError) as err:
-        check_storage(url, 2, "node7")
+        check_storage(url, Job("node7", nodes=2), None)
     message = str(err.value)
     assert "loopback host" in message and "2-node job" in message and "node7" in message
     assert "cannot reach" not in message  # refused as written, not by a failed connection
@@ -83,7 +87,7 @@ def test_is_loopback_is_false_for_other_hosts() -> None:
 def test_an_unreachable_server_is_one_line_naming_this_node_without_the_password() -> None:
     url = f"postgresql+psycopg://user:s3cret-pw@127.0.0.1:{closed_port()}/db"
     with pytest.raises(UserError) as err:
-        check_storage(url, 1, "node7")
+        check_storage(url, Job("node7"))
     message = str(err.value)
     assert message.startswith("cannot reach storage postgresql+psycopg://user:***@127.0.0.1:")
     assert "from node7" in message and "\n" not in message and "s3cret-pw" not in message
@@ -92,7 +96,7 @@ def test_an_unreachable_server_is_one_line_naming_this_node_without_the_password
 def test_a_reachable_database_passes_and_is_left_as_it_was(storage_url: str) -> None:
     engine = sa.create_engine(storage_url, poolclass=sa.pool.NullPool)
     before = sa.inspect(engine).get_table_names() if storage_url.startswith("postgresql") else []
-    line = check_job(STUDY, storage_url, 1, host="node7")
+    line = check_job(STUDY, storage_url, Job("node7"))
     assert line.startswith(f"job check on node7 (1 node): study file {STUDY}; storage ")
     if storage_url.startswith("sqlite"):
         assert not Path(sa.make_url(storage_url).database).exists()
@@ -107,13 +111,13 @@ def test_invalid_and_unsupported_urls_never_echo_the_password() -> None:
         ("mysql://user:s3cret-pw@db/x", "unsupported storage mysql://user:***@db/x"),
     ]:
         with pytest.raises(UserError) as err:
-            check_storage(url, 1, "node7")
+            check_storage(url, Job("node7"))
         assert expected in str(err.value) and "s3cret-pw" not in str(err.value)
 
 
 def test_check_job_refuses_a_study_file_missing_on_this_node(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
-        check_job("studies/not-here.yaml", f"sqlite:///{tmp_path}/r.db", 1, host="node7")
+        check_job("studies/not-here.yaml", f"sqlite:///{tmp_path}/r.db", Job("node7"))
     message = str(err.value)
     assert "'studies/not-here.yaml' cannot be read on node7" in message
     assert "No such file or directory" in message
@@ -129,8 +133,12 @@ def test_cli_exits_2_with_one_line_and_reads_the_node_count_from_slurm(
     assert main(["check-job", STUDY, "--storage", url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: SQLite file ")
-    assert "the job has 3 nodes" in err
+    assert "in a 3-node job" in err
     assert main(["check-job", STUDY, "--storage", url, "--nodes", "1"]) == 0  # the flag wins
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    assert main(["check-job", STUDY, "--storage", url, "--nodes", "1"]) == 2
+    assert "in a job array" in capsys.readouterr().err
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "two")
     assert main(["check-job", STUDY, "--storage", url]) == 2
     assert "$SLURM_JOB_NUM_NODES='two' is not a node count" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.errors import UserError
 
 NODES_VAR = "SLURM_JOB_NUM_NODES"  # set by Slurm in a batch job
+ARRAY_VAR = "SLURM_ARRAY_JOB_ID"  # set in each task of a job array
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="in a batch job, before Ray starts: the study file and the storage work from here",
         description=(
             "Run on a job's first node (docker/slurm/robustbench.sbatch does): the study file "
-            "loads there, and the storage is one every node of the job can use: a database "
-            "server this node reaches (not the loopback address on several nodes), or SQLite on "
-            "this node's local disk in a one-node job. Reads only; exit 2 with one line if not."
+            "is readable there, and the storage is one the study's jobs can share: a database "
+            "server this node reaches (not the loopback address in a multi-node job or a job "
+            "array), or SQLite on this node's local disk in a one-node job. Reads only; exit 2 "
+            "with one line if not."
         ),
         allow_abbrev=False,
     )
@@ -36,10 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_job(args: argparse.Namespace) -> int:
-    from robustbench_opt.jobcheck import check_job
+    import socket
+
+    from robustbench_opt.jobcheck import Job, check_job
     from robustbench_opt.storage import resolve_url
 
-    print(check_job(args.study_file, resolve_url(args.storage), args.nodes or job_nodes()))
+    job = Job(socket.gethostname(), args.nodes or job_nodes(), ARRAY_VAR in os.environ)
+    print(check_job(args.study_file, resolve_url(args.storage), job))
     return 0
 
 
