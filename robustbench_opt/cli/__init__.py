@@ -11,7 +11,7 @@ from typing import NoReturn
 from robustbench_opt.errors import UserError
 
 # Each module defines register(subparsers); a subcommand sets `func(args) -> int`.
-COMMAND_MODULES = ("train", "study", "results", "bench")
+COMMAND_MODULES = ("train", "study", "results", "bench", "jobcheck")
 # Commands whose module is known: only that module is imported (the others import pandas,
 # SQLAlchemy, Optuna); any other argument line (--help, a typo, the results commands) builds all.
 COMMAND_MODULE = {
@@ -20,6 +20,7 @@ COMMAND_MODULE = {
     "run": "study",
     "status": "study",
     "bench": "bench",
+    "check-job": "jobcheck",
 }
 
 

@@ -3,7 +3,7 @@
 # database $POSTGRES_DB in UTF-8 (as the official image; psycopg reads SQL_ASCII text as bytes);
 # password logins over TCP, trust on the local socket (as the official image).
 set -eu
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+bin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
