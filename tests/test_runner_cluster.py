@@ -367,11 +367,17 @@ def test_killed_driver_then_rerun_trains_each_cell_once(
         shutil.rmtree(records, ignore_errors=True)
 
 
-def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
-    ray_node: str, driver_script: Path, tmp_path: Path, make_study
+@pytest.mark.parametrize(
+    ("signum", "name"),
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")],
+    ids=["int", "term"],
+)
+def test_ctrl_c_or_sigterm_keeps_finished_cells_and_a_rerun_completes(
+    ray_node: str, driver_script: Path, tmp_path: Path, make_study, signum: int, name: str
 ) -> None:
-    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) stops the run
-    cleanly: finished cells stay, the cells in flight are released, and a rerun finishes."""
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) or SIGTERM (what
+    Slurm's scancel sends) stops the run cleanly: finished cells stay, every cell in flight is
+    released, and a rerun finishes."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
     path = make_study("interrupted", [0.1, 0.01])
     log = tmp_path / "log"
@@ -379,12 +385,12 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_completes(
     args = [str(path), "--storage", url, "--address", ray_node, "--max-concurrent", "1"]
     proc = drive(driver_script, fake, *args)
     wait_for_a_recorded_cell(proc, url, "interrupted")
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     code, out, err = finish(proc)
     assert code != 0 and "Traceback" not in err
     summary = re.search(r"trained (\d+) cells in", out)  # what it really finished
     stopped = re.search(
-        r"stopped early by Ctrl-C: (\d+) claimed cells did not finish and were released", err
+        rf"stopped early by {name}: (\d+) claimed cells did not finish and were released", err
     )
     frame = Store(url).cells_frame("interrupted")
     assert "running" not in set(frame["state"]) and "done" in set(frame["state"])

@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         released = outcome.released
         if released or outcome.interrupted:
-            cause = " by Ctrl-C" if outcome.interrupted else ""
+            cause = f" by {outcome.interrupted}" if outcome.interrupted else ""
             print(
                 f"stopped early{cause}: {len(outcome.released)} claimed cells did not finish and "
                 "were released (a rerun trains them); finished cells are kept",

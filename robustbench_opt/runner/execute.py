@@ -42,7 +42,7 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
     retried: dict[str, str] = field(default_factory=dict)  # lost with a worker/node -> error
     recovered: list[str] = field(default_factory=list)  # cells freed from dead runs
-    interrupted: bool = False  # Ctrl-C stopped it
+    interrupted: str | None = None  # what stopped it: "Ctrl-C" or "SIGTERM"
     wall_seconds: float = 0.0  # whole run, Ray start included
     trial_seconds: float = 0.0  # summed wall time of the finished trials
 
@@ -86,7 +86,7 @@ def run_plan(
                     f"{plan.study}-{run_id}",
                 )
             except KeyboardInterrupt:
-                outcome.interrupted = True
+                outcome.interrupted = CTRL_C.caught or "Ctrl-C"
             recorder.close()
             outcome.claimed = list(feed.claimed)
             outcome.tasks = feed.handed_out

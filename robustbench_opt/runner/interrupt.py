@@ -1,9 +1,12 @@
-"""Ctrl-C during a run: stop at once, but never in the middle of a driver's database write.
+"""Ctrl-C or SIGTERM during a run: stop at once, but never in the middle of a database write.
 
-Tune's own SIGINT handling stops gracefully, waiting up to 15 s for its actors; a run instead
-installs `CTRL_C` while Tune runs, so Ctrl-C raises KeyboardInterrupt at once and the run
-abandons Tune, releases its cells and shuts Ray down in seconds. Driver callbacks that write
-are wrapped in `atomic`: an interrupt that arrives inside one is raised when it returns.
+Tune's own SIGINT handling stops gracefully, waiting up to 15 s for its actors, and Ray's
+SIGTERM handling aborts the driver partway through whatever it does (under Slurm, `scancel`
+sends SIGTERM: the driver then gave back only some of its claimed cells). A run instead
+installs `CTRL_C` for both signals while Tune runs, so either raises KeyboardInterrupt at once
+and the run abandons Tune, releases its cells and shuts Ray down in seconds. Driver callbacks
+that write are wrapped in `atomic`: an interrupt that arrives inside one is raised when it
+returns.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # handled, as the user reads it
+
 
 class CtrlC:
-    """The run's SIGINT handler: a KeyboardInterrupt at once, deferred inside `deferred()`."""
+    """The run's SIGINT/SIGTERM handler: a KeyboardInterrupt at once, deferred inside
+    `deferred()`; `caught` names the last signal that stopped a run ("Ctrl-C", "SIGTERM")."""
 
     def __init__(self) -> None:
         self.depth, self.pending = 0, False
+        self.caught: str | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
+        self.caught = SIGNALS[signal.Signals(signum)]
         if self.depth:
             self.pending = True
         else:
@@ -34,11 +42,12 @@ class CtrlC:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self._handler)
+        previous = {signum: signal.signal(signum, self._handler) for signum in SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.pending = False
 
     @contextlib.contextmanager

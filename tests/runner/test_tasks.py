@@ -181,19 +181,23 @@ def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
     assert lines[-1].startswith("big: 10000/10000 done (0 diverged), 0 running, 0 failed, 0 left")
 
 
-def test_ctrl_c_stops_at_once_but_never_inside_a_database_write():
-    """A real SIGINT while the run's handler is installed: inside an `atomic` callback the write
-    finishes first and the interrupt follows; outside one it is immediate."""
+@pytest.mark.parametrize(
+    ("signum", "name"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")]
+)
+def test_ctrl_c_or_sigterm_stops_at_once_but_never_inside_a_database_write(signum, name):
+    """A real SIGINT or SIGTERM while the run's handler is installed: inside an `atomic`
+    callback the write finishes first and the interrupt follows; outside one it is immediate."""
     ctrl_c = CtrlC()
     wrote = []
+    before = signal.getsignal(signum)
     with ctrl_c.installed():
         with pytest.raises(KeyboardInterrupt):
             with ctrl_c.deferred():
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
                 time.sleep(0.1)  # the handler runs here, in the middle of the "write"
                 wrote.append("row")
-        assert wrote == ["row"]
+        assert wrote == ["row"] and ctrl_c.caught == name
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             time.sleep(5)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signum) is before  # restored
