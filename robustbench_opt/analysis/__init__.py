@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
 from robustbench_opt.analysis.results import load_results, results_frame
+from robustbench_opt.analysis.results_csv import paper_table_path, read_results_csv
 from robustbench_opt.analysis.scores import (
     MEASURES,
     cell_means,

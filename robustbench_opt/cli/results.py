@@ -20,8 +20,8 @@ from robustbench_opt.analysis.compare import (
     side_by_side_text,
 )
 from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
-from robustbench_opt.analysis.importing import UNITS, read_results_csv
 from robustbench_opt.analysis.results import results_frame
+from robustbench_opt.analysis.results_csv import UNITS, read_results_csv
 from robustbench_opt.analysis.scores import MEASURES, METRICS
 from robustbench_opt.analysis.study import ScoredStudy, load_study, score_study
 from robustbench_opt.analysis.tables import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
+from robustbench_opt.analysis.results_csv import paper_table_path, read_results_csv
 from robustbench_opt.analysis.scores import compute_scores
 from robustbench_opt.analysis.study import load_study, score_study
 from robustbench_opt.analysis.uncertainty import bootstrap, intervals
