@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
 from robustbench_opt.analysis.results import load_results, results_frame
+from robustbench_opt.analysis.results_csv import paper_table_path, read_results_csv
 from robustbench_opt.analysis.scores import (
     MEASURES,
     cell_means,
@@ -13,6 +13,7 @@ from robustbench_opt.analysis.scores import (
     expected_best_curves,
     lr_sensitivity_per_wd,
 )
+from robustbench_opt.analysis.study import ScoredStudy, StudyCells, load_study, score_study
 from robustbench_opt.analysis.tables import (
     lr_optimizer_table,
     lr_wd_table,
@@ -24,6 +25,8 @@ from robustbench_opt.analysis.verdict import verdict_lines
 
 __all__ = [
     "MEASURES",
+    "ScoredStudy",
+    "StudyCells",
     "bootstrap",
     "cell_means",
     "chance_accuracy",
@@ -35,11 +38,13 @@ __all__ = [
     "expected_best",
     "expected_best_curves",
     "load_results",
+    "load_study",
     "lr_optimizer_table",
     "lr_wd_table",
     "paper_table_path",
     "read_results_csv",
     "results_frame",
+    "score_study",
     "table_rows",
     "variant_optimizer_table",
 ]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from robustbench_opt.errors import UserError, unknown
+from robustbench_opt.analysis.study import load_study
+from robustbench_opt.errors import unknown
 from robustbench_opt.states import DIVERGED, STATES
 
 RESULT_COLUMNS = [
@@ -14,19 +15,6 @@ RESULT_COLUMNS = [
     "best_test_acc", "best_epoch", "test_acc_at_best_val", "epochs_run", "seconds", "error",
     "cell_id",
 ]  # fmt: skip
-
-
-def require_study(store, study: str) -> None:
-    """One-line error for a study the database does not hold (closest match, existing names)."""
-    if store.has_study(study):
-        return
-    names = [s.name for s in store.list_studies()]
-    if not names:
-        raise UserError(
-            f"no study {study!r}: the database holds no studies yet; run one with "
-            "`robustbench-opt run STUDY.yaml` or import a CSV with `robustbench-opt import`"
-        )
-    raise unknown("study", study, names, "list them with `robustbench-opt studies`")
 
 
 def results_frame(
@@ -63,6 +51,5 @@ def load_results(
     from robustbench_opt.storage import Store, resolve_url
 
     with Store(resolve_url(storage), create=False) as store:
-        require_study(store, study)
-        cells = store.cells_frame(study)
-    return results_frame(cells, optimizers, variants, states)
+        loaded = load_study(store, study)
+    return results_frame(loaded.cells, optimizers, variants, states)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
+from robustbench_opt.datasets import dataset_info
 from robustbench_opt.errors import UserError, unknown
 from robustbench_opt.states import DIVERGED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
@@ -42,8 +43,7 @@ DIVERGED_NOTE = (
     "diverged cells count at their measured accuracy, or at chance when none was measured, "
     "and are flagged; failed and pending cells are missing"
 )
-DATASET_CLASSES: dict[str, int] = {"digits": 10, "cifar10": 10, "cifar100": 100}
-DEFAULT_CLASSES = 10  # imported studies that do not say (the paper's tables are CIFAR-10)
+DEFAULT_CLASSES = 10  # studies that name neither (the paper's tables are CIFAR-10)
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,13 @@ def metric_column(metric: str) -> str:
 def chance_accuracy(spec: Mapping[str, Any]) -> float:
     """Chance accuracy (a fraction) for a study's registered spec: 1 / its number of classes.
 
-    A run study names its dataset; an imported one stores `num_classes` (default 10)."""
+    An imported study stores `num_classes` (`import --classes`); a run study names its dataset,
+    whose registry entry has the chance level; a study that names neither has 10 classes."""
     if spec.get("num_classes"):
         return 1.0 / int(spec["num_classes"])
-    return 1.0 / DATASET_CLASSES.get(str(spec.get("dataset")), DEFAULT_CLASSES)
+    if spec.get("dataset") is None:
+        return 1.0 / DEFAULT_CLASSES
+    return dataset_info(str(spec["dataset"])).chance
 
 
 def counted_values(cells: pd.DataFrame, metric: str, chance: float) -> pd.Series:

@@ -7,7 +7,6 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,15 +20,10 @@ from robustbench_opt.analysis.compare import (
     side_by_side_text,
 )
 from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
-from robustbench_opt.analysis.importing import UNITS, read_results_csv
-from robustbench_opt.analysis.results import require_study, results_frame
-from robustbench_opt.analysis.scores import (
-    MEASURES,
-    METRICS,
-    chance_accuracy,
-    compute_scores,
-    require_measured,
-)
+from robustbench_opt.analysis.results import results_frame
+from robustbench_opt.analysis.results_csv import UNITS, read_results_csv
+from robustbench_opt.analysis.scores import MEASURES, METRICS
+from robustbench_opt.analysis.study import ScoredStudy, load_study, score_study
 from robustbench_opt.analysis.tables import (
     KINDS,
     format_hparam,
@@ -38,15 +32,7 @@ from robustbench_opt.analysis.tables import (
     table_rows,
     variant_optimizer_table,
 )
-from robustbench_opt.analysis.uncertainty import (
-    LEVEL,
-    RESAMPLES,
-    SEED,
-    Bootstrap,
-    bootstrap,
-    compare_pair,
-    intervals,
-)
+from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, SEED, compare_pair
 from robustbench_opt.analysis.verdict import DEFAULT_MEASURE, verdict_lines
 from robustbench_opt.cli.argtypes import number, positive_int
 from robustbench_opt.cli.output import print_frame
@@ -184,16 +170,6 @@ def _store(url: str | None, create: bool = False):
     return Store(resolve_url(url), create=create)
 
 
-def _study_cells(args: argparse.Namespace) -> tuple[object, pd.DataFrame, float]:
-    """The study's store, cells and chance accuracy (for diverged cells without a result)."""
-    store = _store(args.storage)
-    require_study(store, args.study)
-    cells = store.cells_frame(args.study)
-    if cells.empty:
-        raise UserError(f"study {args.study!r} has no cells yet; run it or import results first")
-    return store, cells, chance_accuracy(store.study_record(args.study).spec)
-
-
 def cmd_studies(args: argparse.Namespace) -> int:
     rows = [
         {
@@ -222,8 +198,8 @@ def _pct(value: float) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    _, cells, _ = _study_cells(args)
-    frame = results_frame(cells, args.optimizer, args.variant, args.state)
+    loaded = load_study(_store(args.storage), args.study)
+    frame = results_frame(loaded.cells, args.optimizer, args.variant, args.state)
     if args.format != "table":
         print_frame(frame, args.format)
         return 0
@@ -245,53 +221,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class ScoredStudy:
-    """A study's scores with their bootstrap, as every scores-printing command shows them."""
-
-    name: str
-    cells: pd.DataFrame
-    chance: float
-    scores: pd.DataFrame
-    boots: list[Bootstrap]
-    intervals: pd.DataFrame
-
-
-def score_study(
-    store,
-    study: str,
-    metric: str = "final",
-    level: float = LEVEL,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-    default_cell: tuple[float, float] | None = None,
-) -> ScoredStudy:
-    """Scores and bootstrap intervals of `study` (one-line errors for what cannot be scored)."""
-    require_study(store, study)
-    cells = store.cells_frame(study)
-    require_measured(cells, study, metric)
-    chance = chance_accuracy(store.study_record(study).spec)
-    scores = compute_scores(cells, metric, chance=chance, default_cell=default_cell)
-    boots = bootstrap(
-        cells, metric, chance=chance, resamples=resamples, seed=seed, default_cell=default_cell
-    )
-    return ScoredStudy(study, cells, chance, scores, boots, intervals(boots, level))
-
-
-def print_scores(
-    scored: ScoredStudy,
-    metric: str = "final",
-    measure: str = DEFAULT_MEASURE,
-    level: float = LEVEL,
-    resamples: int = RESAMPLES,
-    wide: bool = False,
-) -> None:
-    """The scores table, the verdict and the notes: what `scores` and `run` print."""
+def print_scores(scored: ScoredStudy, measure: str = DEFAULT_MEASURE, wide: bool = False) -> None:
+    """The scores table, the verdict (ranked by `measure`) and the notes: what `scores` and
+    `run` print."""
     shown = scores_display(scored.scores, scored.intervals, wide=wide)
     over = " / ".join(dict.fromkeys(scored.intervals["over"]))
-    notes = scores_notes(metric, scored.chance, over, level, resamples)
+    notes = scores_notes(scored.metric, scored.chance, over, scored.level, scored.resamples)
     print_frame(shown, "table", f"{scored.name}: robustness scores (%)", wide=wide)
-    for line in verdict_lines(scored.scores, scored.boots, scored.intervals, measure, level):
+    lines = verdict_lines(scored.scores, scored.boots, scored.intervals, measure, scored.level)
+    for line in lines:
         print(line)
     for note in notes:
         print(note)
@@ -320,7 +258,7 @@ def cmd_scores(args: argparse.Namespace) -> int:
         joined = scored.scores.merge(scored.intervals, on=["optimizer", "variant"], how="left")
         print_frame(joined, args.format)
         return 0
-    print_scores(scored, args.metric, args.measure, args.level, args.resamples, args.wide)
+    print_scores(scored, args.measure, args.wide)
     return 0
 
 
@@ -367,8 +305,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    _, cells, chance = _study_cells(args)
-    require_measured(cells, args.study, args.metric)
+    loaded = load_study(_store(args.storage), args.study, args.metric)
+    cells, chance = loaded.cells, loaded.chance
     if args.kind == "lr-wd":
         if args.optimizer is None:
             names = ", ".join(dict.fromkeys(cells["optimizer"]))
@@ -416,22 +354,20 @@ def _writable(output: str) -> Path:
 def cmd_report(args: argparse.Namespace) -> int:
     from robustbench_opt.report import render_report, study_figures, write_pngs
 
-    store, cells, chance = _study_cells(args)
-    require_measured(cells, args.study, args.metric)
-    epochs = store.epochs_frame(args.study)
+    store = _store(args.storage)
     if args.format == "png":
+        loaded = load_study(store, args.study, args.metric, epochs=True)
         folder = Path(args.output or f"{_safe_stem(args.study)}-figures")
-        written = write_pngs(study_figures(cells, epochs, args.metric, chance), folder)
-        print(f"wrote {len(written)} PNG files into {folder}")
+        figures = study_figures(loaded.cells, loaded.epochs, args.metric, loaded.chance)
+        print(f"wrote {len(write_pngs(figures, folder))} PNG files into {folder}")
         return 0
+    scored = score_study(store, args.study, args.metric, epochs=True)
     path = _writable(args.output or f"{_safe_stem(args.study)}-report.html")
-    path.write_text(
-        render_report(args.study, cells, epochs, args.metric, chance=chance), encoding="utf-8"
-    )
+    path.write_text(render_report(scored), encoding="utf-8")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
     if args.figures:
-        written = write_pngs(study_figures(cells, epochs, args.metric, chance), args.figures)
-        print(f"wrote {len(written)} PNG files into {args.figures}")
+        figures = study_figures(scored.cells, scored.epochs, args.metric, scored.chance)
+        print(f"wrote {len(write_pngs(figures, args.figures))} PNG files into {args.figures}")
     return 0
 
 

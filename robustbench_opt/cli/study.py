@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import make_url
 
+from robustbench_opt.analysis.study import score_study
 from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
-from robustbench_opt.cli.results import print_scores, score_study
+from robustbench_opt.cli.results import print_scores
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
 from robustbench_opt.spec import StudySpec, load_study

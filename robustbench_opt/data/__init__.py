@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from robustbench_opt.config import Recipe
-from robustbench_opt.data.datasets import DATASETS, DEFAULT_DATA_DIR, check_data, load_splits
 from robustbench_opt.data.device import device_batches, use_device_path
 from robustbench_opt.data.loader import eval_batches, torchvision_batches
+from robustbench_opt.data.readers import DEFAULT_DATA_DIR, check_data, load_splits
 from robustbench_opt.data.splits import DataSplits
+from robustbench_opt.datasets import DATASETS
 
 __all__ = [
     "DATASETS",

@@ -10,8 +10,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from robustbench_opt.analysis.display import scores_display, scores_notes
-from robustbench_opt.analysis.scores import compute_scores
-from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, bootstrap, intervals
+from robustbench_opt.analysis.study import ScoredStudy
 from robustbench_opt.analysis.verdict import verdict_lines
 from robustbench_opt.report.figures import study_figures
 from robustbench_opt.states import STATES
@@ -56,23 +55,21 @@ def _progress(cells: pd.DataFrame) -> str:
 
 
 def render_report(
-    study: str,
-    cells: pd.DataFrame,
-    epochs: pd.DataFrame,
-    metric: str = "final",
-    *,
-    chance: float,
-    refresh_seconds: int | None = None,
-    back: str | None = None,
+    scored: ScoredStudy, *, refresh_seconds: int | None = None, back: str | None = None
 ) -> str:
-    """The report page as one string. For `serve`: `refresh_seconds` adds an auto-reload and
-    `back` a link to the study list at that URL."""
-    scores = compute_scores(cells, metric, chance=chance)
-    boots = bootstrap(cells, metric, chance=chance)
-    ci = intervals(boots)
+    """The report page of a study scored with its epochs (`score_study(..., epochs=True)`) as
+    one string. For `serve`: `refresh_seconds` adds an auto-reload and `back` a link to the
+    study list at that URL."""
+    if scored.epochs is None:
+        raise ValueError("render_report needs the study's epochs: score_study(..., epochs=True)")
+    study, cells, metric, chance = scored.name, scored.cells, scored.metric, scored.chance
+    scores, boots, ci = scored.scores, scored.boots, scored.intervals
     shown = scores_display(scores, ci)
-    verdict = "".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(scores, boots, ci))
-    figures = study_figures(cells, epochs, metric, chance)
+    verdict = "".join(
+        f"<p>{html.escape(line)}</p>"
+        for line in verdict_lines(scores, boots, ci, level=scored.level)
+    )
+    figures = study_figures(cells, scored.epochs, metric, chance)
     divs = "\n".join(
         f"<h2>{html.escape(title)}</h2>\n"
         + pio.to_html(
@@ -87,7 +84,7 @@ def render_report(
     )
     notes = "".join(
         f'<p class="note">{html.escape(n)}</p>'
-        for n in scores_notes(metric, chance, _over(ci), LEVEL, RESAMPLES)
+        for n in scores_notes(metric, chance, _over(ci), scored.level, scored.resamples)
     )
     name = html.escape(study)
     refresh = (

@@ -14,8 +14,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
-from robustbench_opt.analysis.results import require_study
-from robustbench_opt.analysis.scores import METRICS, chance_accuracy, require_measured
+from robustbench_opt.analysis.scores import METRICS
+from robustbench_opt.analysis.study import score_study
 from robustbench_opt.errors import UserError
 from robustbench_opt.report.html import render_report
 from robustbench_opt.states import PENDING, RUNNING
@@ -73,19 +73,9 @@ def report_page(store, study: str, metric: str) -> str:
     """The study's report, regenerated now; reloads while cells are running or pending."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    require_study(store, study)
-    cells = store.cells_frame(study)
-    require_measured(cells, study, metric)
-    unfinished = cells["state"].isin((RUNNING, PENDING)).any()
-    return render_report(
-        study,
-        cells,
-        store.epochs_frame(study),
-        metric,
-        chance=chance_accuracy(store.study_record(study).spec),
-        refresh_seconds=REPORT_REFRESH_S if unfinished else None,
-        back="/",
-    )
+    scored = score_study(store, study, metric, epochs=True)
+    unfinished = scored.cells["state"].isin((RUNNING, PENDING)).any()
+    return render_report(scored, refresh_seconds=REPORT_REFRESH_S if unfinished else None, back="/")
 
 
 def make_server(host: str, port: int, store) -> ThreadingHTTPServer:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robustbench_opt.config import TrialConfig
-from robustbench_opt.errors import unknown
+from robustbench_opt.datasets import dataset_info
 from robustbench_opt.models import build_model
 from robustbench_opt.spec import Resources
 
@@ -36,24 +36,6 @@ REFERENCE_GPU_BYTES = 16 * 2**30  # memory of the smallest GPU we plan for (T4, 
 PROCESS_OVERHEAD_BYTES = 2**30  # CUDA context + allocator slack per trial process
 STATE_COPIES = 5  # fp32 weights, gradients, up to three optimizer states (SAM: + perturbation)
 MAX_TRIALS_PER_GPU = 8
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """What packing needs to know about a data set without loading it."""
-
-    channels: int
-    image_size: int
-    train_images: int
-    num_classes: int
-    test_images: int
-
-
-DATA_SHAPES: dict[str, DataShape] = {
-    "digits": DataShape(1, 8, 1438, 10, 359),  # 1797 images, 80% stratified train split
-    "cifar10": DataShape(3, 32, 50_000, 10, 10_000),
-    "cifar100": DataShape(3, 32, 50_000, 100, 10_000),
-}
 
 
 @dataclass(frozen=True)
@@ -81,12 +63,10 @@ class Estimate:
 @lru_cache(maxsize=64)
 def footprint(model: str, dataset: str) -> Footprint:
     """Parameters and per-image activation elements of `model` on `dataset` (meta device)."""
-    if dataset not in DATA_SHAPES:
-        raise unknown("dataset", dataset, DATA_SHAPES, "use one of these in the study file")
-    shape = DATA_SHAPES[dataset]
+    info = dataset_info(dataset)
     with torch.device("meta"):
-        net = build_model(model, shape.num_classes, shape.channels, shape.image_size)
-        image = torch.empty(1, shape.channels, shape.image_size, shape.image_size)
+        net = build_model(model, info.num_classes, info.in_channels, info.image_size)
+        image = torch.empty(1, *info.shape)
     total = 0
 
     def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
@@ -105,10 +85,10 @@ def footprint(model: str, dataset: str) -> Footprint:
 def estimate(config: TrialConfig) -> Estimate:
     """The packing rule of the module docstring applied to one trial."""
     size = footprint(config.model, config.dataset)
-    shape = DATA_SHAPES[config.dataset]
+    info = dataset_info(config.dataset)
     batch = config.recipe.batch_size
     step_work = batch * size.activations
-    data_bytes = shape.train_images * shape.channels * shape.image_size**2
+    data_bytes = info.train_size * info.example_size
     memory = (
         PROCESS_OVERHEAD_BYTES + STATE_COPIES * 4 * size.params + 2 * 4 * step_work + data_bytes
     )

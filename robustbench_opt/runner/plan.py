@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_opt.config import TrialConfig
+from robustbench_opt.datasets import dataset_info
 from robustbench_opt.errors import UserError
 from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import StudySpec, diff_specs, identity, spec_hash
@@ -121,14 +122,13 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     images x passes (2 for SAM-family optimizers) plus the evaluated images (test and val) at
     `EVAL_COST`; epochs as the trial will run them (SAM equal compute halves them)."""
     from robustbench_opt.optim import get_info
-    from robustbench_opt.runner.memory import DATA_SHAPES
     from robustbench_opt.trial.rules import epochs_to_run
 
-    shape = DATA_SHAPES[config.dataset]
+    info = dataset_info(config.dataset)
     two_pass = get_info(config.optimizer).two_pass
-    held_out = math.floor(shape.train_images * config.val_fraction)
-    trained = (shape.train_images - held_out) * (2 if two_pass else 1)
-    evaluated = (shape.test_images + held_out) * EVAL_COST
+    held_out = math.floor(info.train_size * config.val_fraction)
+    trained = (info.train_size - held_out) * (2 if two_pass else 1)
+    evaluated = (info.test_size + held_out) * EVAL_COST
     return epochs_to_run(config.recipe, two_pass) * (trained + evaluated) * image_seconds
 
 
@@ -141,16 +141,14 @@ def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> flo
     1-CPU trial."""
     import torch
 
-    from robustbench_opt.runner.memory import DATA_SHAPES
     from robustbench_opt.trial.build import build_cells, pack_configs
     from robustbench_opt.trial.device import autocast, pick_device, use_channels_last
     from robustbench_opt.trial.pack import Pack
     from robustbench_opt.trial.single import Single
 
-    shape = DATA_SHAPES[config.dataset]
+    info = dataset_info(config.dataset)
     device = pick_device(config.device)
-    input_shape = (shape.channels, shape.image_size, shape.image_size)
-    built = build_cells(pack_configs(config, cells), shape.num_classes, input_shape, device)
+    built = build_cells(pack_configs(config, cells), info.num_classes, info.shape, device)
     context, _ = autocast(config.recipe, device)
     if cells > 1:
         stepper: Pack | Single = Pack([cell.model for cell in built], context)
@@ -159,8 +157,8 @@ def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> flo
         stepper = Single(built[0].model, context, False, channels_last)
     optimizers = [cell.optimizer for cell in built]
     batch = config.recipe.batch_size
-    x = torch.randn((cells, batch, *input_shape), device=device)
-    y = torch.randint(0, shape.num_classes, (cells, batch), device=device)
+    x = torch.randn((cells, batch, *info.shape), device=device)
+    y = torch.randint(0, info.num_classes, (cells, batch), device=device)
 
     def step() -> float:
         start = time.perf_counter()

@@ -67,7 +67,7 @@ class Resources:
     """What one trial asks the scheduler for."""
 
     cpus: float = 1.0
-    gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.packing decides
+    gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.memory decides
     packing: int | Literal["auto", "off"] = "auto"  # cells trained as one pack (one trial)
 
 

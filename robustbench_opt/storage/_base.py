@@ -1,7 +1,7 @@
 """The storage contract: what each operation on the results database guarantees.
 
 Written once, here, as optuna's `storages/_base.py` does. `Store` implements it on SQLite and
-PostgreSQL (modules `bootstrap`, `leases`, `writes`, `imports`, `reads`), and tests/storage/
+PostgreSQL (modules `bootstrap`, `leases`, `writes`, `bulk_import`, `reads`), and tests/storage/
 is the one suite that checks it on both.
 
 Model

@@ -1,5 +1,5 @@
 """`Store`: the one object callers use; it implements the contract in `_base` by delegating to
-the modules that own each concern (bootstrap, leases, writes, imports, reads)."""
+the modules that own each concern (bootstrap, leases, writes, bulk_import, reads)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from optuna.storages import RDBStorage
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
-from robustbench_opt.storage import bootstrap, imports, leases, reads, writes
+from robustbench_opt.storage import bootstrap, bulk_import, leases, reads, writes
 from robustbench_opt.storage._base import (
     STALE_AFTER_SECONDS,
     ImportRow,
@@ -62,7 +62,7 @@ class Store(ResultStore):
     def import_cells(
         self, study: str, rows: Sequence[ImportRow], source_note: str, num_classes: int = 10
     ) -> None:
-        imports.import_cells(self._db, study, rows, source_note, num_classes)
+        bulk_import.import_cells(self._db, study, rows, source_note, num_classes)
 
     def start_run(self, study: str) -> str:
         return leases.start_run(self._db, study)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -11,11 +12,13 @@ import pytest
 
 from robustbench_opt.analysis.scores import (
     cell_means,
+    chance_accuracy,
     compute_scores,
     expected_best,
     expected_best_curves,
     require_measured,
 )
+from robustbench_opt.datasets import REGISTRY
 from robustbench_opt.errors import UserError
 
 CHANCE = 0.1  # ten classes
@@ -218,3 +221,13 @@ def test_nothing_to_score_is_a_one_line_error():
         require_measured(pending, "s", "final")
     with pytest.raises(UserError, match="no validation results"):
         require_measured(frame(trial("a", 0.1, 0, 0.5)), "s", "val")
+
+
+def test_chance_accuracy_comes_from_the_imported_classes_or_the_dataset_registry(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "seven", dataclasses.replace(REGISTRY["digits"], num_classes=7))
+    assert chance_accuracy({"dataset": "seven"}) == 1 / 7
+    assert chance_accuracy({"dataset": "cifar100"}) == 0.01
+    assert chance_accuracy({"import": "a.csv", "num_classes": 100}) == 0.01  # import --classes
+    assert chance_accuracy({"name": "no dataset named"}) == CHANCE  # ten classes
+    with pytest.raises(UserError, match="unknown dataset 'mnist'; valid: cifar10"):
+        chance_accuracy({"dataset": "mnist"})

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
+from robustbench_opt.analysis.results_csv import paper_table_path, read_results_csv
 from robustbench_opt.analysis.tables import (
     format_hparam,
     lr_optimizer_table,

@@ -21,7 +21,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_scores_report import synthetic_rows  # noqa: E402
 
-from robustbench_opt.analysis.importing import read_results_csv  # noqa: E402
+from robustbench_opt.analysis.results_csv import read_results_csv  # noqa: E402
 from robustbench_opt.cli import main  # noqa: E402
 
 

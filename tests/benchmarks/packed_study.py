@@ -47,12 +47,12 @@ def service(study: Path, packing: str, folder: Path) -> tuple[float, str]:
 
 
 def scores(url: str, study: str):
-    from robustbench_opt.analysis import chance_accuracy, compute_scores
+    from robustbench_opt.analysis import compute_scores, load_study
     from robustbench_opt.storage import Store
 
     with Store(url, create=False) as store:
-        chance = chance_accuracy(store.study_record(study).spec)
-        return compute_scores(store.cells_frame(study), chance=chance).set_index("optimizer")
+        loaded = load_study(store, study)
+    return compute_scores(loaded.cells, chance=loaded.chance).set_index("optimizer")
 
 
 def main() -> None:

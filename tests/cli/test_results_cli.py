@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustbench_opt.analysis.importing import paper_table_path
+from robustbench_opt.analysis.results_csv import paper_table_path
 from robustbench_opt.cli import main
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.storage import Store

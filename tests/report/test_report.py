@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from robustbench_opt.analysis.study import score_study
 from robustbench_opt.report import render_report, study_figures, write_pngs
 from robustbench_opt.storage import Store
 
@@ -32,9 +33,9 @@ class Attrs(HTMLParser):
 
 def page_of(db: str, study: str, refresh: int | None = None) -> str:
     """The report page of `study` (standalone: no link back, no reload unless `refresh`)."""
-    store = Store(db)
-    return render_report(study, store.cells_frame(study), store.epochs_frame(study), "final",
-                         chance=0.1, refresh_seconds=refresh)  # fmt: skip
+    scored = score_study(Store(db), study, "final", epochs=True)
+    assert scored.chance == 0.1  # the fixture's studies name no dataset: 10 classes
+    return render_report(scored, refresh_seconds=refresh)
 
 
 @pytest.fixture(scope="module")

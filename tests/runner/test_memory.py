@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from robustbench_opt.config import Recipe, TrialConfig
-from robustbench_opt.data import load_splits
+from robustbench_opt.datasets import REGISTRY
 from robustbench_opt.errors import UserError
 from robustbench_opt.models import build_model
 from robustbench_opt.runner import memory
 from robustbench_opt.runner.memory import (
-    DATA_SHAPES,
     MAX_TRIALS_PER_GPU,
     REFERENCE_GPU_BYTES,
     SATURATING_WORK,
@@ -33,11 +34,19 @@ def test_footprint_counts_parameters_and_every_leaf_output():
     assert size.activations == 2 * conv1 + pool1 + 2 * conv2 + 2 * pool2 + 2 * 128 + 10
 
 
-def test_digits_shape_matches_the_loaded_data_set():
-    splits = load_splits("digits")
-    shape = DATA_SHAPES["digits"]
-    assert (shape.channels, shape.image_size) == (splits.in_channels, splits.image_size)
-    assert (shape.train_images, shape.num_classes) == (len(splits.train_y), splits.num_classes)
+def test_memory_sizing_reads_the_dataset_registry(monkeypatch):
+    """An entry with twice digits' training images costs their bytes more; one with 3 classes
+    has a classifier 7 outputs narrower (128 inputs + bias each)."""
+    digits = REGISTRY["digits"]
+    monkeypatch.setitem(REGISTRY, "digits_x2", dataclasses.replace(digits, train_size=2 * 1438))
+    monkeypatch.setitem(REGISTRY, "digits_3", dataclasses.replace(digits, num_classes=3))
+    base = estimate(_config("simple_cnn", "digits", 64))
+    doubled = estimate(_config("simple_cnn", "digits_x2", 64))
+    assert doubled.memory_bytes - base.memory_bytes == 1438 * 1 * 8 * 8
+    assert doubled.footprint == base.footprint
+    narrow = footprint("simple_cnn", "digits_3")
+    assert base.footprint.params - narrow.params == 7 * (128 + 1)
+    assert base.footprint.activations - narrow.activations == 7
 
 
 def test_small_trials_share_a_gpu_and_large_ones_take_it_whole():

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from robustbench_opt.config import Recipe, TrialConfig
+from robustbench_opt.datasets import REGISTRY
 from robustbench_opt.runner import plan as plan_module
 from robustbench_opt.runner.plan import (
     CALIBRATION_STEPS,
@@ -77,6 +78,16 @@ def test_sam_at_equal_compute_counts_its_halved_epochs(make_study) -> None:
     )
     [cell, *_] = plan.to_run
     assert cell_seconds(cell, 1.0) == 2 * (2 * 1438 + 359 / 3)
+
+
+def test_cell_time_reads_the_data_set_sizes_from_the_registry(make_study, monkeypatch) -> None:
+    """An entry of 1000 training and 300 test images: per epoch 1000 trained plus 300 / 3."""
+    entry = dataclasses.replace(REGISTRY["digits"], train_size=1000, test_size=300)
+    monkeypatch.setitem(REGISTRY, "digits_small", entry)
+    [cell, *_] = _plan(make_study, recipe={"epochs": 2, "batch_size": 64}).to_run
+    small = dataclasses.replace(cell, dataset="digits_small")
+    assert math.isclose(cell_seconds(small, 1.0), 2 * (1000 + 300 / 3), rel_tol=1e-12)
+    assert math.isclose(cell_seconds(cell, 1.0), 2 * (1438 + 359 / 3), rel_tol=1e-12)
 
 
 def test_measured_epochs_of_the_study_win_over_calibration(make_study) -> None:

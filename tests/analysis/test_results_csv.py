@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_opt.analysis.importing import paper_table_path, read_results_csv
+from robustbench_opt.analysis.results_csv import paper_table_path, read_results_csv
 from robustbench_opt.errors import UserError
 
 H = "optimizer,lr,weight_decay,test_acc\n"

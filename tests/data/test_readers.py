@@ -1,4 +1,5 @@
-"""load_splits: digits, CIFAR in torchvision's on-disk format, validation holdout, bad input."""
+"""The readers and load_splits: digits, CIFAR in torchvision's on-disk format, validation
+holdout, bad input, and every dataset registry entry against what its reader returns."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from robustbench_opt.data import DATASETS, check_data, load_splits
+from robustbench_opt.data.readers import SPLIT_SEED
 from robustbench_opt.data.splits import channel_stats, stratified_holdout
+from robustbench_opt.datasets import REGISTRY
 from robustbench_opt.errors import UserError
 
 
@@ -171,3 +174,63 @@ def test_unknown_dataset_lists_the_valid_ones():
         load_splits("cifar11", None, False, 0.0)
     assert "did you mean 'cifar10'?" in str(info.value)
     assert all(name in str(info.value) for name in DATASETS)
+
+
+CIFAR_FILES = {  # torchvision's layout of each local data set (as in the tests above)
+    "cifar10": (
+        "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+        "labels", "batches.meta", "label_names",
+    ),
+    "cifar100": (
+        "cifar-100-python", ["train"], ["test"], "fine_labels", "meta", "fine_label_names",
+    ),
+}  # fmt: skip
+
+
+def test_every_registry_entry_is_read_by_its_reader_or_has_a_case_here():
+    embedded = {name for name, info in REGISTRY.items() if info.embedded}
+    assert embedded == {"digits"} and set(REGISTRY) - embedded == set(CIFAR_FILES)
+    assert DATASETS == tuple(REGISTRY)
+
+
+def test_the_embedded_entry_states_the_shape_classes_and_sizes_its_reader_returns():
+    info = REGISTRY["digits"]
+    train_x, train_y, test_x, test_y, classes = info.reader().read(None, False, SPLIT_SEED)
+    assert (tuple(train_x.shape), tuple(test_x.shape)) == (
+        (info.train_size, *info.shape), (info.test_size, *info.shape)
+    )  # fmt: skip
+    assert classes == info.num_classes == len(torch.cat([train_y, test_y]).unique())
+    split = load_splits("digits")
+    assert (split.num_classes, split.in_channels, split.image_size) == (
+        info.num_classes, info.in_channels, info.image_size
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_FILES))
+def test_local_entries_state_the_shape_and_classes_their_reader_returns(tmp_path, name):
+    """Small files in the real layout: the reader keeps every image of them (no split of its
+    own, so the registered sizes are the files' full counts) at the registered shape."""
+    info = REGISTRY[name]
+    folder, train_files, test_files, label_key, meta, meta_key = CIFAR_FILES[name]
+    written = write_cifar(
+        tmp_path, folder, train_files, test_files, label_key, meta, meta_key, info.num_classes
+    )
+    train_x, train_y, test_x, test_y, classes = info.reader().read(str(tmp_path), False, 0)
+    assert classes == info.num_classes
+    assert tuple(train_x.shape) == (4 * len(train_files), *info.shape)
+    assert tuple(test_x.shape) == (4 * len(test_files), *info.shape)
+    assert test_y.tolist() == written[test_files[0]][1]
+    info.reader().check(str(tmp_path))  # present files pass the preflight
+
+
+def test_files_with_other_classes_than_registered_are_a_one_line_error(tmp_path):
+    write_cifar(
+        tmp_path, "cifar-100-python", ["train"], ["test"], "fine_labels",
+        "meta", "fine_label_names", 10,
+    )  # fmt: skip
+    with pytest.raises(UserError) as info:
+        load_splits("cifar100", str(tmp_path), False, 0.0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "(3, 32, 32) in 10 classes, not (3, 32, 32) in 100 as registered" in message
+    assert "point data_dir at its files" in message

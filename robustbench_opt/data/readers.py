@@ -1,0 +1,191 @@
+"""Reading the registered data sets (`robustbench_opt.datasets`) into `DataSplits`: the readers
+the registry names (digits: bundled with scikit-learn; CIFAR-10/100: local torchvision files),
+and `load_splits` / `check_data` over them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from robustbench_opt.data.splits import DataSplits, channel_stats, stratified_holdout
+from robustbench_opt.datasets import DatasetInfo, dataset_info
+from robustbench_opt.errors import UserError
+
+DEFAULT_DATA_DIR = "~/.cache/robustbench-opt/data"  # CIFAR files when data_dir is None
+DIGITS_TEST_FRACTION = 0.2  # digits: stratified share of the 1797 images used as test split
+SPLIT_SEED = 0  # fixed seed of the digits test split and of every validation holdout
+
+Arrays = tuple[Tensor, Tensor, Tensor, Tensor, int]  # train_x, train_y, test_x, test_y, classes
+
+
+class Reader(Protocol):
+    """Reads one data set as uint8 channels-first examples and int64 labels, with the number of
+    classes its source declares. The reader of a local (not embedded) data set also has
+    `check(data_dir)`: a UserError for missing files, without reading them."""
+
+    def read(self, data_dir: str | None, download: bool, seed: int) -> Arrays: ...
+
+
+class DigitsReader:
+    """scikit-learn's bundled 8x8 digits (values 0..16 scaled to 0..255), split 80/20."""
+
+    def read(self, data_dir: str | None, download: bool, seed: int) -> Arrays:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+        x = torch.from_numpy(images).unsqueeze(1).contiguous()  # [1797, 1, 8, 8]
+        y = torch.from_numpy(bunch.target).to(torch.int64)
+        train, test = stratified_holdout(y, DIGITS_TEST_FRACTION, seed)
+        return x[train], y[train], x[test], y[test], len(bunch.target_names)
+
+
+class _CIFAR10Files(CIFAR10):
+    """torchvision's CIFAR-10 reader; the files must exist (their archive's md5 is checked on
+    download), so a copy written by hand or a test fixture in the same format loads too."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class _CIFAR100Files(CIFAR100):
+    """As `_CIFAR10Files`, for CIFAR-100 (fine labels)."""
+
+    train_list = [[name, None] for name, _ in CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in CIFAR100.test_list]
+    meta = {**CIFAR100.meta, "md5": None}
+
+
+class CIFARReader:
+    """CIFAR-10/100 from torchvision's on-disk format under `data_dir`."""
+
+    def __init__(self, files: type[CIFAR10], title: str) -> None:
+        self.files, self.title = files, title
+
+    def check(self, data_dir: str | None) -> None:
+        """UserError naming the first missing file when the data directory is incomplete."""
+        root = Path(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+        folder = root / self.files.base_folder
+        names = [name for name, _ in self.files.train_list + self.files.test_list]
+        missing = [n for n in names + [self.files.meta["filename"]] if not (folder / n).is_file()]
+        if missing:
+            raise UserError(
+                f"no {self.title} files in {str(root)!r} (expected {folder}/{missing[0]}, "
+                "torchvision's format); set download to true to fetch them, or point data_dir at "
+                "a directory that has them",
+                ("download", "data_dir"),
+            )
+
+    def read(self, data_dir: str | None, download: bool, seed: int) -> Arrays:
+        if not download:
+            self.check(data_dir)
+        root = Path(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+        folder = root / self.files.base_folder
+        try:
+            train = self.files(str(root), train=True, download=download)
+            test = self.files(str(root), train=False, download=False)
+        except (OSError, RuntimeError) as err:
+            raise UserError(
+                f"could not get {self.title} into {str(root)!r}: {_one_line(err)}; check the "
+                "network, or put torchvision's files there by hand"
+            ) from err
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+            raise UserError(
+                f"the {self.title} files in {str(folder)!r} are unreadable "
+                f"({type(err).__name__}); delete that folder and set download to true to fetch "
+                "them again",
+                ("download",),
+            ) from err
+        return (*_tensors(train), *_tensors(test), len(train.classes))
+
+
+DIGITS = DigitsReader()
+CIFAR10_FILES = CIFARReader(_CIFAR10Files, "CIFAR-10")
+CIFAR100_FILES = CIFARReader(_CIFAR100Files, "CIFAR-100")
+
+
+def load_splits(
+    dataset: str,
+    data_dir: str | None = None,
+    download: bool = False,
+    val_fraction: float = 0.0,
+    seed: int = SPLIT_SEED,
+) -> DataSplits:
+    """Loads `dataset` into memory as uint8 NCHW tensors with fixed, stratified splits.
+
+    `seed` draws the digits test split and the validation holdout; keep it fixed (the default)
+    so that every trial seed of a study sees the same images, and vary the trial seed elsewhere.
+    """
+    info = dataset_info(dataset)
+    if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
+        raise UserError(
+            f"val_fraction {val_fraction!r} is outside [0, 1); use e.g. 0.1 to hold out 10% "
+            "of the training split, or 0 for none"
+        )
+    train_x, train_y, test_x, test_y, classes = info.reader().read(data_dir, download, seed)
+    _check_registered(info, train_x, classes)
+    val_x = val_y = None
+    if val_fraction > 0:
+        kept, held = stratified_holdout(train_y, val_fraction, seed)
+        if len(held) == 0 or len(kept) == 0:
+            raise UserError(
+                f"val_fraction {val_fraction} holds out {len(held)} of {len(train_y)} "
+                f"training images of {dataset!r}; choose a value that leaves both parts non-empty"
+            )
+        val_x, val_y = train_x[held], train_y[held]
+        train_x, train_y = train_x[kept], train_y[kept]
+    mean, std = channel_stats(train_x)
+    return DataSplits(
+        name=dataset,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        mean=mean,
+        std=std,
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        val_x=val_x,
+        val_y=val_y,
+    )
+
+
+def _check_registered(info: DatasetInfo, x: Tensor, classes: int) -> None:
+    """UserError when the data read does not have the registered shape and classes (a model
+    sized from the registry could not train on it)."""
+    if (tuple(x.shape[1:]), classes) != (info.shape, info.num_classes):
+        fix = "check the installed package" if info.embedded else "point data_dir at its files"
+        raise UserError(
+            f"the {info.name} data read has examples of shape {tuple(x.shape[1:])} in {classes} "
+            f"classes, not {info.shape} in {info.num_classes} as registered; {fix}"
+        )
+
+
+def check_data(dataset: str, data_dir: str | None = None, download: bool = False) -> None:
+    """Fails (UserError) as `load_splits` would on missing files, without reading any data.
+
+    Cheap enough for a preflight before a study writes anything.
+    """
+    info = dataset_info(dataset)
+    if not info.embedded and not download:
+        info.reader().check(data_dir)
+
+
+def _tensors(split: CIFAR10) -> tuple[Tensor, Tensor]:
+    """torchvision's HWC numpy array and label list as uint8 NCHW and int64 tensors."""
+    x = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(split.targets, dtype=torch.int64)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."
