@@ -19,7 +19,7 @@ def store(tmp_path_factory) -> Store:
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('study') / 's.db'}")
     rows, _ = read_results_csv(paper_table_path("paper_table3"))
     store.import_cells("table3", rows, "paper", num_classes=100)
-    store.register_study("empty", {"name": "empty"}, [])
+    store.register_study("empty", {"name": "empty"}, "hash-empty", [])
     yield store
     store.close()
 
