@@ -1,5 +1,8 @@
 """Robustness scores of each optimizer over its lr x weight-decay grid.
 
+Longer than 400 lines: every measure and the one divergence policy they share live here, so
+that no score can count a diverged cell differently from another.
+
 Pure pandas/numpy. Inputs are frames shaped like `Store.cells_frame` (one row per trial: a grid
 cell x seed); accuracies are fractions in [0, 1]. Seeds are averaged within each grid cell first,
 then the measures run over the grid cells of each (optimizer, variant).

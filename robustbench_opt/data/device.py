@@ -1,5 +1,8 @@
 """Device-resident training data with batched augmentation.
 
+Longer than 400 lines: it holds every augmentation's batched twin of torchvision's, each small
+and tested against it, which belong together.
+
 The training split lives on the training device as one uint8 NCHW tensor. Each epoch draws a
 seeded permutation and augments whole batches there, stage by stage in `recipe.augment` order
 (uint8 -> uint8), with the same distributions as the per-image transforms of `data.transforms`:

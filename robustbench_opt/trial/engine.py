@@ -1,5 +1,8 @@
 """The trial engine: one epoch driver over a set of cells. A single cell is a pack of one.
 
+Longer than 400 lines: the one epoch driver, written once for one cell and for a pack, with
+the rules it applies per cell; splitting it would split the loop.
+
 `train_cells(configs)` trains cells that share data set, model, recipe, optimizer entry and
 keywords (they differ in lr, weight decay and seed) and returns one `TrialResult` per cell.
 The schedule, weight decay off late, early stopping, divergence and evaluation (`rules`) are
