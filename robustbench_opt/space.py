@@ -143,6 +143,13 @@ class Point:
     values: dict[str, Any]
 
 
+def merge_axes(shared: Sequence[Axis], own: Sequence[Axis]) -> tuple[Axis, ...]:
+    """An optimizer entry's axes, in order: the study's, each replaced by the entry's axis of the
+    same name, then the entry's other axes."""
+    mine = {axis.name: axis for axis in own}
+    return tuple(mine.pop(axis.name, axis) for axis in shared) + tuple(mine.values())
+
+
 def design_points(
     axes: Sequence[Axis], design: str, points: int | None = None, seed: int = 0
 ) -> list[Point]:

@@ -23,14 +23,15 @@ Pure pandas/numpy (Optuna for the sampled importance): no torch, no Ray.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from robustbench_opt.analysis.scores import expected_best
-from robustbench_opt.space import Axis
+from robustbench_opt.analysis.scores import ENTRY, expected_best_weights
+from robustbench_opt.space import Axis, merge_axes
 
 BINS = 4  # strata per continuous axis of a sampled design
 FANOVA_TREES, FANOVA_DEPTH, FANOVA_SEED = 64, 64, 0
@@ -161,16 +162,95 @@ def edge_warning(entry: str, figures: AxisFigures, axis: Axis) -> str:
 
 
 def expected_best_band(
-    acc: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0
+    acc: np.ndarray,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    ks: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """k, expected_best, low, high for k = 1..n: E[best of k points] and its percentile
-    bootstrap band (the n points resampled with replacement, seeded)."""
+    """k, expected_best, low, high: E[best of k points] (`scores.expected_best`) and its
+    percentile bootstrap band (the n points resampled with replacement, seeded), for `ks`
+    (default 1..n). Memory stays bounded: resamples are drawn in chunks."""
     values = np.asarray(acc, dtype=float)
-    curve = expected_best(values)
+    n = len(values)
+    ks = np.arange(1, n + 1) if ks is None else np.array([k for k in ks if k <= n])
+    weights = expected_best_weights(n, ks)  # (len(ks), n)
     rng = np.random.default_rng(seed)
-    draws = np.stack([expected_best(rng.choice(values, len(values))) for _ in range(resamples)])
+    chunk = max(1, 2_000_000 // max(n, 1))
+    draws = []
+    for start in range(0, resamples, chunk):
+        picks = rng.choice(values, (min(chunk, resamples - start), n))
+        draws.append(np.sort(picks, axis=1) @ weights.T)
     alpha = (1 - level) / 2
-    low, high = np.quantile(draws, [alpha, 1 - alpha], axis=0)
-    return pd.DataFrame(
-        {"k": np.arange(1, len(values) + 1), "expected_best": curve, "low": low, "high": high}
+    low, high = np.quantile(np.concatenate(draws), [alpha, 1 - alpha], axis=0)
+    curve = np.sort(values) @ weights.T
+    return pd.DataFrame({"k": ks, "expected_best": curve, "low": low, "high": high})
+
+
+# --------------------------------------------------------------------------- a stored study
+
+BUDGET_KS = (1, 2, 4, 8, 16, 32, 64, 128)  # k shown in the E[best of k] table (<= points)
+
+
+def entry_axes(spec: Mapping[str, Any], means: pd.DataFrame) -> dict[tuple[str, str], list[Axis]]:
+    """Each (optimizer label, variant)'s axes from a study's stored spec (its space, with the
+    entry's own axes merged in); a study without a space has lr and weight decay as list axes
+    over the values its cells take."""
+    out = {}
+    space = spec.get("space")
+    own = {o.get("label", o.get("name")): o.get("space") or [] for o in spec.get("optimizers", [])}
+    for (optimizer, variant), points in means.groupby(ENTRY, sort=False):
+        if space:
+            shared = [Axis.from_dict(a) for a in space["axes"]]
+            axes = merge_axes(shared, [Axis.from_dict(a) for a in own.get(optimizer, [])])
+        else:
+            names = list(dict.fromkeys(k for axes in points["axes"] for k in axes))
+            axes = tuple(
+                Axis(name, "list", tuple(sorted({a[name] for a in points["axes"]})))
+                for name in names
+            )
+        out[(optimizer, variant)] = list(axes)
+    return out
+
+
+def points_frame(points: pd.DataFrame) -> pd.DataFrame:
+    """An entry's `cell_means` rows as one column per axis, and `acc`."""
+    return pd.DataFrame(list(points["axes"]), index=points.index).assign(acc=points["acc"])
+
+
+def axis_table(means: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[pd.DataFrame, str, list[str]]:
+    """Per (optimizer, variant, axis): sensitivity, importance, the best point's value and
+    whether it is at the edge of the range; the importance method; the edge warnings."""
+    grid = (spec.get("space") or {}).get("design", "grid") == "grid"
+    rows, warnings = [], []
+    axes_of = entry_axes(spec, means)
+    for (optimizer, variant), points in means.groupby(ENTRY, sort=False):
+        axes = axes_of[(optimizer, variant)]
+        frame = points_frame(points)
+        entry = optimizer if variant == "default" else f"{optimizer} ({variant})"
+        figures_of = axis_figures(frame, axes, grid)  # none below two measured points
+        for figures, axis in zip(figures_of, axes if figures_of else [], strict=True):
+            rows.append({"optimizer": optimizer, "variant": variant, **vars(figures)})
+            if figures.at_edge:
+                warnings.append(edge_warning(entry, figures, axis))
+    columns = ["optimizer", "variant", *AxisFigures.__dataclass_fields__]
+    return (
+        pd.DataFrame(rows, columns=columns),
+        GRID_IMPORTANCE if grid else SAMPLED_IMPORTANCE,
+        warnings,
     )
+
+
+def budget_table(means: pd.DataFrame, resamples: int, level: float, seed: int) -> pd.DataFrame:
+    """Per (optimizer, variant): E[best of k points] and its bootstrap band for k = 1..n."""
+    parts = []
+    for (optimizer, variant), points in means.groupby(ENTRY, sort=False):
+        acc = points["acc"].dropna().to_numpy(float)
+        if len(acc):
+            ks = None if len(acc) <= max(BUDGET_KS) else BUDGET_KS
+            band = expected_best_band(acc, resamples, level, seed, ks)
+            parts.append(band.assign(optimizer=optimizer, variant=variant))
+    columns = ["optimizer", "variant", "k", "expected_best", "low", "high"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]

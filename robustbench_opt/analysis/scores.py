@@ -29,8 +29,8 @@ from robustbench_opt.datasets import dataset_info
 from robustbench_opt.errors import UserError, unknown
 from robustbench_opt.states import DIVERGED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
-GRID = ["optimizer", "variant", "lr", "weight_decay"]
 ENTRY = ["optimizer", "variant"]
+POINT = [*ENTRY, "point_key"]  # one point of an entry's space: the seeds of a cell
 METRICS: dict[str, str] = {
     "final": "final_test_acc",
     "best": "best_test_acc",
@@ -147,17 +147,62 @@ def counted_values(cells: pd.DataFrame, metric: str, chance: float) -> pd.Series
     return cells[column].where(measured, np.where(at_chance, chance, np.nan)).astype(float)
 
 
+def cell_axes(cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each trial's axis values: the frame's `axes`, else (a frame built without them, an
+    imported study) its lr and weight decay."""
+    if "axes" in cells:
+        return list(cells["axes"])
+    pairs = zip(cells["lr"], cells["weight_decay"], strict=True)
+    return [{"lr": float(lr), "weight_decay": float(wd)} for lr, wd in pairs]
+
+
+def point_keys(cells: pd.DataFrame) -> pd.Series:
+    """Which point of its entry's space each trial is: `#INDEX` in a sampled design, else its
+    axis values (lr and weight decay for cells stored without a space, or imported)."""
+    points = cells["point"] if "point" in cells else [None] * len(cells)
+    keys = [
+        f"#{int(point)}" if point is not None and point == point else _values_key(axes)
+        for point, axes in zip(points, cell_axes(cells), strict=True)
+    ]
+    return pd.Series(keys, index=cells.index, dtype=object)
+
+
+def _values_key(axes: Mapping[str, Any]) -> str:
+    return ",".join(
+        f"{k}={v:.12g}" if isinstance(v, float) else f"{k}={v}" for k, v in axes.items()
+    )
+
+
+def axis_names(cells: pd.DataFrame) -> list[str]:
+    """The axes of a study's space, in order ([lr, weight_decay] without a space)."""
+    if "axes" not in cells or cells.empty:
+        return ["lr", "weight_decay"]
+    return list(dict.fromkeys(name for axes in cells["axes"] for name in axes))
+
+
+def lr_wd_grid(cells: pd.DataFrame) -> bool:
+    """Whether every entry's space is a grid over lr and weight decay only (the layout the
+    per-grid measures need: lr sensitivity, tunability, variance shares)."""
+    sampled = "point" in cells and cells["point"].notna().any()
+    return not sampled and set(axis_names(cells)) <= {"lr", "weight_decay"}
+
+
 def cell_means(cells: pd.DataFrame, metric: str = "final", *, chance: float) -> pd.DataFrame:
-    """One row per grid cell: seed-mean accuracy `acc` under the divergence policy, `seeds`
-    counted, `seed_std` (ddof=1), `diverged` (any seed diverged), `at_chance` (any seed counted
-    at chance) and trial counts per state. `acc` is NaN when no seed of the cell has a result
-    (pending, running or failed only)."""
+    """One row per point of each entry's space (a grid cell): seed-mean accuracy `acc` under the
+    divergence policy, `seeds` counted, `seed_std` (ddof=1), `diverged` (any seed diverged),
+    `at_chance` (any seed counted at chance) and trial counts per state, with the point's lr,
+    weight decay and `axes`. `acc` is NaN when no seed of the cell has a result (pending,
+    running or failed only)."""
     value = counted_values(cells, metric, chance)
     diverged = cells["state"].eq(DIVERGED)
     at_chance = diverged & cells[metric_column(metric)].isna()
     work = pd.DataFrame(
         {
-            **{key: cells[key] for key in GRID},
+            **{key: cells[key] for key in ENTRY},
+            "point_key": point_keys(cells),
+            "lr": cells["lr"],
+            "weight_decay": cells["weight_decay"],
+            "axes": cell_axes(cells),
             "value": value,
             "is_diverged": diverged,
             "is_at_chance": at_chance,
@@ -166,8 +211,11 @@ def cell_means(cells: pd.DataFrame, metric: str = "final", *, chance: float) -> 
             "is_pending": cells["state"].eq(PENDING),
         }
     )
-    grouped = work.groupby(GRID, sort=False, dropna=False)  # entries in the study's order
+    grouped = work.groupby(POINT, sort=False, dropna=False)  # entries in the study's order
     out = grouped.agg(
+        lr=("lr", "first"),
+        weight_decay=("weight_decay", "first"),
+        axes=("axes", "first"),
         acc=("value", "mean"),
         seeds=("value", "count"),
         seed_std=("value", "std"),
@@ -330,7 +378,14 @@ def compute_scores(
     means = cell_means(cells, metric, chance=chance)
     order = pd.MultiIndex.from_frame(cells[ENTRY].drop_duplicates())
     rows = []
-    for entry in entry_grids(means, default_cell):
+    if not lr_wd_grid(cells):  # a search space: measures over its points, no lr x wd layout
+        if default_cell is not None:
+            raise UserError(
+                "--default-cell needs an lr x weight-decay grid; this study samples a space: "
+                "drop --default-cell"
+            )
+        rows = [_pooled_row(o, v, group) for (o, v), group in means.groupby(ENTRY, sort=False)]
+    for entry in entry_grids(means, default_cell) if not rows else []:
         values = entry.grid[~np.isnan(entry.grid)]
         row: dict[str, Any] = {"optimizer": entry.optimizer, "variant": entry.variant}
         if len(values):
@@ -379,6 +434,18 @@ SCORE_COLUMNS = [
     *[f"e_best_{n}" for n in BUDGETS], "seeds", "seed_std", "diverged", "failed", "running",
     "pending",
 ]  # fmt: skip
+
+
+def _pooled_row(optimizer: str, variant: str, points: pd.DataFrame) -> dict[str, Any]:
+    """An entry's layout-free measures over its measured points, and its best point."""
+    row: dict[str, Any] = {"optimizer": optimizer, "variant": variant}
+    measured = points[points["acc"].notna()]
+    if len(measured):
+        values = measured["acc"].to_numpy(float)
+        row |= {k: float(v[0]) for k, v in pooled_measures(values[None, :]).items()}
+        best = measured.iloc[int(np.argmax(values))]
+        row |= {"best_lr": best["lr"], "best_wd": best["weight_decay"]}
+    return row
 
 
 def lr_sensitivity_per_wd(

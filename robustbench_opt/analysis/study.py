@@ -9,11 +9,17 @@ so a study's one-line errors are written once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from robustbench_opt.analysis.scores import chance_accuracy, compute_scores, require_measured
+from robustbench_opt.analysis.axes import axis_table, budget_table
+from robustbench_opt.analysis.scores import (
+    cell_means,
+    chance_accuracy,
+    compute_scores,
+    require_measured,
+)
 from robustbench_opt.analysis.uncertainty import (
     LEVEL,
     RESAMPLES,
@@ -33,6 +39,7 @@ class StudyCells:
     cells: pd.DataFrame
     chance: float  # accuracy (a fraction) that a diverged cell without a result counts at
     epochs: pd.DataFrame | None = None  # `Store.epochs_frame`, when loaded with epochs=True
+    spec: dict = field(default_factory=dict)  # the study's stored spec (its space, if any)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,14 @@ class ScoredStudy:
     level: float
     resamples: int
     epochs: pd.DataFrame | None = None
+    # What each axis costs (`axes.axis_table`): per (optimizer, variant, axis) sensitivity,
+    # importance, best value, edge; the importance method named; the best-at-the-edge warnings.
+    axes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    importance_method: str = ""
+    edge_warnings: list[str] = field(default_factory=list)
+    # E[best of k points] with its bootstrap band, per entry (`axes.budget_table`).
+    budget: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spec: dict = field(default_factory=dict)
 
 
 def _require_study(store, study: str) -> None:
@@ -78,8 +93,9 @@ def load_study(store, study: str, metric: str | None = None, *, epochs: bool = F
             raise UserError(f"study {study!r} has no cells yet; run it or import results first")
     else:
         require_measured(cells, study, metric)
-    chance = chance_accuracy(store.study_record(study).spec)
-    return StudyCells(study, cells, chance, store.epochs_frame(study) if epochs else None)
+    spec = store.study_record(study).spec
+    chance = chance_accuracy(spec)
+    return StudyCells(study, cells, chance, store.epochs_frame(study) if epochs else None, spec)
 
 
 def score_study(
@@ -101,7 +117,10 @@ def score_study(
     boots = bootstrap(
         cells, metric, chance=chance, resamples=resamples, seed=seed, default_cell=default_cell
     )
+    means = cell_means(cells, metric, chance=chance)
+    axes, method, warnings = axis_table(means, loaded.spec)
     return ScoredStudy(
         study, cells, chance, scores, boots, intervals(boots, level), metric, level, resamples,
-        loaded.epochs,
+        loaded.epochs, axes, method, warnings, budget_table(means, resamples, level, seed),
+        loaded.spec,
     )  # fmt: skip

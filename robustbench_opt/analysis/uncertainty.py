@@ -31,10 +31,13 @@ import pandas as pd
 from robustbench_opt.analysis.scores import (
     ENTRY,
     MEASURES,
+    POINT,
     cell_means,
     counted_values,
     entry_grids,
     grid_measures,
+    lr_wd_grid,
+    point_keys,
     pooled_measures,
 )
 from robustbench_opt.errors import UserError, unknown
@@ -44,6 +47,8 @@ RESAMPLES = 2000  # default number of bootstrap resamples
 SEED = 0  # default bootstrap seed
 OVER_SEEDS = "seeds within cells"
 OVER_CELLS = "grid cells"
+OVER_POINT_SEEDS = "seeds within points"  # a sampled or many-axis space
+OVER_POINTS = "points of the space"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ def bootstrap(
     if resamples < 1:
         raise UserError(f"resamples {resamples!r} must be >= 1, e.g. {RESAMPLES}; fix it")
     means = cell_means(cells, metric, chance=chance)
+    if not lr_wd_grid(cells):
+        return _space_bootstrap(cells, means, metric, chance, resamples, seed)
     seeds = _seed_values(cells, metric, chance)
     out = []
     for entry in entry_grids(means, default_cell):
@@ -102,6 +109,45 @@ def bootstrap(
             picks = rng.integers(0, len(values), size=(resamples, len(values)))
             draws = pooled_measures(values[picks])
             out.append(Bootstrap(entry.optimizer, entry.variant, OVER_CELLS, draws))
+    return out
+
+
+def _space_bootstrap(
+    cells: pd.DataFrame,
+    means: pd.DataFrame,
+    metric: str,
+    chance: float,
+    resamples: int,
+    seed: int,
+) -> list[Bootstrap]:
+    """Draws of the layout-free measures over an entry's points: seeds resampled within each
+    point when every point has two or more, else the points resampled."""
+    counted = cells.assign(value=counted_values(cells, metric, chance), point_key=point_keys(cells))
+    seeds = {
+        key: group["value"].dropna().to_numpy(float)
+        for key, group in counted.groupby(POINT, sort=False)
+    }
+    out = []
+    for (optimizer, variant), points in means.groupby(ENTRY, sort=False):
+        measured = points[points["acc"].notna()]
+        if measured.empty:
+            out.append(Bootstrap(optimizer, variant, OVER_POINTS, {}))
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(f"{optimizer}\0{variant}".encode())])
+        per_point = [seeds[(optimizer, variant, key)] for key in measured["point_key"]]
+        if all(len(v) >= 2 for v in per_point):
+            draws = np.stack(
+                [
+                    _adjusted(v)[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+                    for v in per_point
+                ],
+                axis=1,
+            )
+            out.append(Bootstrap(optimizer, variant, OVER_POINT_SEEDS, pooled_measures(draws)))
+        else:
+            values = measured["acc"].to_numpy(float)
+            picks = rng.integers(0, len(values), size=(resamples, len(values)))
+            out.append(Bootstrap(optimizer, variant, OVER_POINTS, pooled_measures(values[picks])))
     return out
 
 

@@ -19,10 +19,17 @@ from robustbench_opt.analysis.compare import (
     side_by_side,
     side_by_side_text,
 )
-from robustbench_opt.analysis.display import MEASURE_UNITS, SCALES, scores_display, scores_notes
+from robustbench_opt.analysis.display import (
+    MEASURE_UNITS,
+    SCALES,
+    axes_display,
+    budget_display,
+    scores_display,
+    scores_notes,
+)
 from robustbench_opt.analysis.results import results_frame
 from robustbench_opt.analysis.results_csv import UNITS, read_results_csv
-from robustbench_opt.analysis.scores import MEASURES, METRICS
+from robustbench_opt.analysis.scores import MEASURES, METRICS, lr_wd_grid
 from robustbench_opt.analysis.study import ScoredStudy, load_study, score_study
 from robustbench_opt.analysis.tables import (
     KINDS,
@@ -71,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the untuned setting tunability is measured against (default: the grid's centre)",
     )  # fmt: skip
     p.add_argument("--wide", action="store_true", help="every column (default: fits 100 columns)")
+    p.add_argument(
+        "--part", choices=("scores", "axes", "budget"), default="scores",
+        help="with --format csv/json: the scores, what each axis costs, or E[best of k]",
+    )  # fmt: skip
     _storage(p)
     _format(p)
     p.set_defaults(func=cmd_scores)
@@ -224,15 +235,39 @@ def cmd_results(args: argparse.Namespace) -> int:
 def print_scores(scored: ScoredStudy, measure: str = DEFAULT_MEASURE, wide: bool = False) -> None:
     """The scores table, the verdict (ranked by `measure`) and the notes: what `scores` and
     `run` print."""
-    shown = scores_display(scored.scores, scored.intervals, wide=wide)
+    space = not lr_wd_grid(scored.cells)
+    shown = scores_display(scored.scores, scored.intervals, wide=wide, space=space)
     over = " / ".join(dict.fromkeys(scored.intervals["over"]))
-    notes = scores_notes(scored.metric, scored.chance, over, scored.level, scored.resamples)
+    notes = scores_notes(scored.metric, scored.chance, over, scored.level, scored.resamples, space)
     print_frame(shown, "table", f"{scored.name}: robustness scores (%)", wide=wide)
     lines = verdict_lines(scored.scores, scored.boots, scored.intervals, measure, scored.level)
     for line in lines:
         print(line)
     for note in notes:
         print(note)
+    several = scored.scores["variant"].nunique() > 1
+    if not scored.axes.empty:
+        print_frame(
+            axes_display(scored.axes, several), "table", f"{scored.name}: what each axis costs"
+        )
+        print(
+            "sensitivity: mean accuracy lost to a non-best value of the axis, the other axes at "
+            f"their best; importance: share of variance, {scored.importance_method}"
+        )
+        for warning in scored.edge_warnings:
+            print(f"warning: {warning}")
+    if not scored.budget.empty:
+        print_frame(
+            budget_display(scored.budget, several),
+            "table",
+            f"{scored.name}: E[best of k] % (k points tried at random; "
+            f"{100 * scored.level:g}% bootstrap band over the points)",
+        )
+        if (scored.spec.get("space") or {}).get("design", "grid") != "grid":
+            print(
+                "over a sampled design, each mean estimates the expected accuracy under the "
+                "space's distribution (a point drawn at random)"
+            )
 
 
 def cmd_scores(args: argparse.Namespace) -> int:
@@ -255,8 +290,14 @@ def cmd_scores(args: argparse.Namespace) -> int:
         )
         return 0
     if args.format != "table":
-        joined = scored.scores.merge(scored.intervals, on=["optimizer", "variant"], how="left")
-        print_frame(joined, args.format)
+        parts = {
+            "scores": lambda: scored.scores.merge(
+                scored.intervals, on=["optimizer", "variant"], how="left"
+            ),
+            "axes": lambda: scored.axes.assign(importance_method=scored.importance_method),
+            "budget": lambda: scored.budget,
+        }
+        print_frame(parts[args.part](), args.format)
         return 0
     print_scores(scored, args.measure, args.wide)
     return 0

@@ -69,7 +69,9 @@ def run_plan(
         resources = worker.trial_resources(spec, plan.configs)
         if ray_address(address):
             preflight(spec)
-        store.register_study(plan.study, plan.spec, spec_hash(plan.spec), plan.cells)
+        store.register_study(
+            plan.study, plan.spec, spec_hash(plan.spec), plan.cells, grown=plan.grown
+        )
         run_id = store.start_run(plan.study)
         beat = Heartbeat(store, run_id)
         try:

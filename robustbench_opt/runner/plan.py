@@ -51,6 +51,7 @@ class Plan:
     slots: int = 0  # trials at once that the packs were sized for (0: nothing to run)
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
     timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
+    grown: bool = False  # a sampled space's points grew: the new points register as new cells
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -198,14 +199,20 @@ def make_plan(
     something to run. `max_concurrent` is `run --max-concurrent`.
     """
     spec_dict = spec.to_dict()
-    cells = spec.cells()
     states: dict[str, str] = {}
-    measured, busy, skip = None, 0, set()
+    measured, busy, skip, stored, grown = None, 0, set(), {}, False
     record = store.study_record(study) if store is not None else None
     if store is not None and record is not None:
         if record.source != "run" or record.spec_hash != spec_hash(spec_dict):
             raise _refusal(store, study, record.spec, spec_dict, record.source)
+        grown = _grown(store, study, record.spec, spec_dict)
         frame = store.cells_frame(study)
+        rows = zip(frame["optimizer"], frame["point"], frame["axes"], strict=True)
+        stored = {
+            (label, int(point)): axes
+            for label, point, axes in rows
+            if point is not None and point == point  # NaN: a grid cell
+        }
         states = dict(zip(frame["cell_id"], frame["state"], strict=True))
         stale = set(store.stale_runs(study))
         live = {cid for cid, run in store.claims(study).items() if run not in stale}
@@ -214,13 +221,31 @@ def make_plan(
         epochs = store.epochs_frame(study)
         if not epochs.empty:
             measured = float(epochs["seconds"].mean())
+    cells = spec.cells(stored)
     to_run = [c for c in cells if c.cell_id(study) not in skip]
     plan = Plan(study, spec_dict, cells, states, to_run, busy, measured, timer=timer)
+    plan.grown = grown
     plan.max_concurrent = max_concurrent or spec.max_concurrent
     if to_run:
         plan.slots = slots_for(spec, plan.max_concurrent, (cpus or local_cpus)())
         plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
     return plan
+
+
+def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a sampled space's `points` grew since the study was registered (its first points
+    stay the same cells); a smaller `points` is refused: stored points are never dropped."""
+    before = (old.get("space") or {}).get("points")
+    after = (new.get("space") or {}).get("points")
+    if before is None or after is None or after == before:
+        return False
+    if after < before:
+        raise UserError(
+            f"study {study!r} in {store.display_url} holds {before} points of its space; points "
+            f"can grow, not shrink (the file says {after}): set points to {before} or more, or "
+            "start a new study with --study-name NEW"
+        )
+    return True
 
 
 def slots_for(spec: StudySpec, max_concurrent: int | None, cpus: float) -> int:

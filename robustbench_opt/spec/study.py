@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from robustbench_opt.config import Recipe, TrialConfig
-from robustbench_opt.space import Axis, Point, design_points
+from robustbench_opt.space import Axis, Point, design_points, merge_axes
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class OptimizerSpec:
         if self.space is not None:  # absent before spaces existed: identities unchanged
             out["space"] = [axis.to_dict() for axis in self.space]
         return out
+
+
+Stored = dict[tuple[str, int], dict[str, Any]]  # (optimizer label, point index) -> values
 
 
 @dataclass(frozen=True)
@@ -105,21 +108,25 @@ class StudySpec:
             wds = opt.weight_decays if opt.weight_decays is not None else self.weight_decays
             assert lrs is not None and wds is not None, "load_study guarantees a grid"
             return (Axis("lr", "list", tuple(lrs)), Axis("weight_decay", "list", tuple(wds)))
-        own = {axis.name: axis for axis in opt.space or ()}
-        shared = tuple(own.pop(axis.name, axis) for axis in self.space.axes)
-        return shared + tuple(own.values())
+        return merge_axes(self.space.axes, opt.space or ())
 
-    def entry_points(self, opt: OptimizerSpec) -> list[Point]:
-        """The points of one entry's space (all of a grid, the first `points` of a sequence)."""
+    def entry_points(self, opt: OptimizerSpec, stored: Stored | None = None) -> list[Point]:
+        """The points of one entry's space (all of a grid, the first `points` of a sequence);
+        a sampled point the database already holds keeps its stored values (`stored`)."""
         space = self.space or Space()
-        return design_points(self.entry_axes(opt), space.design, space.points, space.seed)
+        points = design_points(self.entry_axes(opt), space.design, space.points, space.seed)
+        if not stored or space.design == "grid":
+            return points
+        return [Point(p.index, stored.get((opt.label, p.index), p.values)) for p in points]
 
     def variant_recipe(self, variant: str) -> Recipe:
         """The study recipe with one variant's overrides applied."""
         return dataclasses.replace(self.recipe, **self.variants[variant])
 
-    def cells(self) -> list[TrialConfig]:
-        """Every cell, fully resolved: optimizer x variant x point x seed."""
+    def cells(self, stored: Stored | None = None) -> list[TrialConfig]:
+        """Every cell, fully resolved: optimizer x variant x point x seed. `stored` holds the
+        values of the sampled points a database already registered (by optimizer label and
+        point index), so every launcher trains those values, whatever its scipy computes."""
         from robustbench_opt.optim.hyperparams import (  # the registry imports torch
             apply_values,
             entry_defaults,
@@ -131,7 +138,7 @@ class StudySpec:
         for opt in self.optimizers:
             hyper = hyperparameters(opt.name, opt.kwargs)
             defaults = entry_defaults(opt.name, opt.kwargs)
-            points = self.entry_points(opt)
+            points = self.entry_points(opt, stored)
             for variant in self.variants:
                 base = self.variant_recipe(variant)
                 if opt.epochs is not None:

@@ -128,7 +128,12 @@ class ResultStore(abc.ABC):
 
     @abc.abstractmethod
     def register_study(
-        self, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+        self,
+        name: str,
+        spec: dict[str, Any],
+        spec_hash: str,
+        cells: Sequence[TrialConfig],
+        grown: bool = False,
     ) -> None:
         """Registers study `name` with `spec` and `spec_hash`, its cells (pending) and its
         Optuna study.
@@ -139,7 +144,8 @@ class ResultStore(abc.ABC):
         same name (or an imported study of that name) raises SpecChanged; the caller words the
         refusal, it knows the diff. The same hash keeps the spec first stored. An unchanged
         hash whose cells hash to new ids (the code's identity changed) is a UserError: nothing
-        is added.
+        is added, unless `grown` (the caller says the study grew: a sampled space's `points`
+        raised): then the new cells are added and `spec` replaces the stored spec.
         """
 
     @abc.abstractmethod

@@ -108,12 +108,14 @@ def template(
     value: float | None = None,
     intermediate: dict[int, float] | None = None,
 ) -> FrozenTrial:
-    """A trial to hand to `storage.create_new_trial`."""
+    """A trial to hand to `storage.create_new_trial` (with the distributions of its own params:
+    an entry's trials carry only its axes)."""
+    params = key.params()
     return optuna.trial.create_trial(
         state=state,
         value=value,
-        params=key.params(),
-        distributions=distributions,
+        params=params,
+        distributions={name: distributions[name] for name in params},
         user_attrs=user_attrs,
         intermediate_values=intermediate,
     )

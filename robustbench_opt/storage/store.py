@@ -55,9 +55,14 @@ class Store(ResultStore):
         return self._db.optuna
 
     def register_study(
-        self, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+        self,
+        name: str,
+        spec: dict[str, Any],
+        spec_hash: str,
+        cells: Sequence[TrialConfig],
+        grown: bool = False,
     ) -> None:
-        writes.register_study(self._db, name, spec, spec_hash, cells)
+        writes.register_study(self._db, name, spec, spec_hash, cells, grown)
 
     def import_cells(
         self, study: str, rows: Sequence[ImportRow], source_note: str, num_classes: int = 10

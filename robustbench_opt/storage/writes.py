@@ -27,9 +27,15 @@ INSERT_CHUNK = 5000  # cell rows per INSERT statement when a study is registered
 
 
 def register_study(
-    db: Db, name: str, spec: dict[str, Any], spec_hash: str, cells: Sequence[TrialConfig]
+    db: Db,
+    name: str,
+    spec: dict[str, Any],
+    spec_hash: str,
+    cells: Sequence[TrialConfig],
+    grown: bool = False,
 ) -> None:
-    """Registers study `name` and its cells, or checks they match what is registered."""
+    """Registers study `name` and its cells, or checks they match what is registered (see
+    `_base.ResultStore.register_study`, `grown` included)."""
     with db.engine.begin() as conn:
         conn.execute(insert_ignore(db, t.study), [study_values(name, "run", spec, spec_hash)])
     record = study_record(db, name)
@@ -41,7 +47,13 @@ def register_study(
             conn.execute(sa.select(t.cell.c.cell_id).where(t.cell.c.study == name)).scalars()
         )
         new = [c for c in cells if c.cell_id(name) not in registered]
-        if registered and new:
+        if grown:
+            conn.execute(
+                sa.update(t.study)
+                .where(t.study.c.name == name)
+                .values(spec_json=json.dumps(spec, sort_keys=True))
+            )
+        elif registered and new:
             raise UserError(
                 f"study {name!r}: the file is unchanged but {len(new)} cell identities are "
                 "new (code version change?); run it under a new --study-name"
@@ -68,7 +80,10 @@ def _point_row(study: str, config: TrialConfig) -> dict[str, Any]:
         "study": study,
         "cell_id": config.cell_id(study),
         "point": config.point,
-        "axes_json": json.dumps(config.to_dict()["axes"], sort_keys=True),
+        # A config made without a space (train, a notebook) is a point of lr x weight decay.
+        "axes_json": json.dumps(
+            config.to_dict()["axes"] or {"lr": config.lr, "weight_decay": config.weight_decay}
+        ),
     }
 
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -16,12 +17,18 @@ from robustbench_opt.cli import main
 from robustbench_opt.cli.study import command_prefix, run_summary
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-# Importing Ray or the runner's Ray side fails under this (`mock.patch.dict(sys.modules, ...)`).
-NO_RAY = {
-    "ray": None,
-    "robustbench_opt.runner.execute": None,
-    "robustbench_opt.runner.connect": None,
-}
+NO_RAY = ("ray", "robustbench_opt.runner.execute", "robustbench_opt.runner.connect")
+
+
+@contextlib.contextmanager
+def no_ray() -> Iterator[None]:
+    """Importing Ray or the runner's Ray side fails inside. Only these entries of sys.modules
+    are restored after: a whole-dict restore would also drop the torch modules first imported
+    inside, and torch refuses to import them twice (its operator registry is process-wide)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in NO_RAY:
+            patch.setitem(sys.modules, name, None)
+        yield
 
 
 def digest(path: Path) -> str:
@@ -53,7 +60,7 @@ def finished(tmp_path_factory, ray_local, fake_trial, study_writer):
 
 def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
     path = make_study("dry", [0.1, 0.01, 0.001])
-    with mock.patch.dict(sys.modules, NO_RAY):  # a local dry run starts no Ray
+    with no_ray():  # a local dry run starts no Ray
         code, out, _ = run_cli(
             ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"]
             + ["--max-concurrent", "2"],  # the pack sizes follow the slots, not this machine's
@@ -83,7 +90,7 @@ def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, c
         max_concurrent=1,
     )
     before = digest(db)
-    with mock.patch.dict(sys.modules, NO_RAY):
+    with no_ray():
         code, out, _ = run_cli(["run", str(edited), "--storage", url, "--data-dir", "x"], capsys)
     assert code == 0
     assert "nothing to train: all 4 cells are finished" in out
@@ -93,7 +100,7 @@ def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, c
 def test_finished_study_trains_nothing_and_starts_no_ray(finished, capsys) -> None:
     path, url, db = finished
     before = digest(db)
-    with mock.patch.dict(sys.modules, NO_RAY):
+    with no_ray():
         code, out, _ = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 0
     assert "nothing to train: all 4 cells are finished" in out
@@ -106,7 +113,7 @@ def test_run_closes_with_exactly_what_scores_prints(finished, capsys) -> None:
     """The end-of-run table, verdict and notes are `scores STUDY`'s own output, number for
     number (they once pooled variants and computed variance over trials)."""
     path, url, _ = finished
-    with mock.patch.dict(sys.modules, NO_RAY):
+    with no_ray():
         code, run_out, _ = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 0
     code, scores_out, _ = run_cli(["scores", "done", "--storage", url], capsys)
@@ -126,7 +133,7 @@ def test_toggling_compile_resumes_the_finished_study(
         recipe={"epochs": 2, "batch_size": 64, "compile": True, "channels_last": True},
     )
     before = digest(db)
-    with mock.patch.dict(sys.modules, NO_RAY):
+    with no_ray():
         code, out, err = run_cli(["run", str(faster), "--storage", url], capsys)
     assert code == 0, err
     assert "nothing to train: all 4 cells are finished" in out
@@ -139,7 +146,7 @@ def test_missing_cifar_data_fails_before_the_database_is_created(
     missing = tmp_path / "no-cifar"
     path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(missing))
     db = tmp_path / "r.db"
-    with mock.patch.dict(sys.modules, NO_RAY):  # no Ray
+    with no_ray():  # no Ray
         code, out, err = run_cli(["run", str(path), "--storage", f"sqlite:///{db}"], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"no CIFAR-10 files in '{missing}'" in err
@@ -153,7 +160,7 @@ def test_missing_cifar_data_leaves_an_existing_database_unchanged(
     _, url, db = finished
     path = make_study("cifar", [0.1], dataset="cifar10", model="resnet20", data_dir=str(tmp_path))
     before = dump(db)
-    with mock.patch.dict(sys.modules, NO_RAY):
+    with no_ray():
         code, _, err = run_cli(["run", str(path), "--storage", url], capsys)
     assert code == 2 and "no CIFAR-10 files" in err
     assert dump(db) == before
