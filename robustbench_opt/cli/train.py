@@ -19,6 +19,7 @@ from rich.table import Table
 from robustbench_opt.cli.argtypes import add_rule_flags, number
 from robustbench_opt.config import RECIPE_RULES, EpochRecord, Recipe, TrialConfig
 from robustbench_opt.errors import UserError
+from robustbench_opt.tunables import KNOWN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +95,14 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="optimizer keyword, YAML value; repeatable (--opt base=adam --opt rho=0.05)",
     )
+    for name in KNOWN:  # the search axes over optimizer keywords, as flags
+        add(
+            f"--{name.replace('_', '-')}",
+            type=number(float),
+            metavar="X",
+            help=f"optimizer hyperparameter {name}, in {_range(name)}, for an optimizer that "
+            "has it (see `robustbench-opt optimizers`; default: the optimizer's own)",
+        )
     add_rule_flags(parser, RECIPE_RULES)
     add(
         "--val-fraction",
@@ -113,6 +122,9 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
         if key in kwargs:
             raise UserError(f"optimizer keyword {key!r} given twice with --opt; give it once")
         kwargs[key] = value
+    values = {name: getattr(args, name) for name in KNOWN if getattr(args, name) is not None}
+    if values:
+        kwargs = _with_axes(args.optimizer, kwargs, values)
     return TrialConfig(
         dataset=args.dataset,
         model=args.model,
@@ -127,6 +139,33 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
         val_fraction=args.val_fraction,
         device=args.device,
     )
+
+
+def _range(name: str) -> str:
+    low, high, low_open, high_open = KNOWN[name]
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _with_axes(optimizer: str, kwargs: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
+    """`kwargs` with the hyperparameter flags set, each checked against what `optimizer` has
+    (imports the registry: only when such a flag is given)."""
+    from robustbench_opt.optim.hyperparams import (
+        apply_values,
+        entry_defaults,
+        hyperparameters,
+        lacking,
+    )
+
+    hyper = hyperparameters(optimizer, kwargs)
+    for name, value in values.items():
+        flag = f"--{name.replace('_', '-')}"
+        if name not in hyper:
+            raise UserError(f"{flag}: {lacking(optimizer, name, hyper)}")
+        if hyper[name].keyword in kwargs:
+            raise UserError(f"{flag} and --opt {hyper[name].keyword}=... both set {name}; give one")
+        if not hyper[name].admits(value):
+            raise UserError(f"{flag} {value:g}: must be in {hyper[name].range_text()}; fix it")
+    return apply_values(hyper, kwargs, values, entry_defaults(optimizer, kwargs))
 
 
 def format_epoch(record: EpochRecord, epochs: int) -> str:

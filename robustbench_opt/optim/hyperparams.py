@@ -10,58 +10,12 @@ defaults: `betas` becomes `beta1` and `beta2` (Adam's family), a SAM-family entr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from robustbench_opt.errors import UserError
 from robustbench_opt.optim.registry import BASE_KEYWORD, OptimizerInfo, get_info
-
-INF = math.inf
-
-
-@dataclass(frozen=True)
-class Hyperparameter:
-    """One tunable value: where it goes (`keyword`, and `index` into a tuple keyword) and what
-    it may be (low..high with open or closed ends; integers when `integer`)."""
-
-    name: str  # the axis name: lr, weight_decay, beta1, momentum, rho, ...
-    default: float | None  # None: no default (lr is always given)
-    low: float
-    high: float
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    keyword: str = ""  # the optimizer keyword it sets ("" for lr and weight decay)
-    index: int | None = None  # position inside a tuple keyword (betas)
-
-    def range_text(self) -> str:
-        """`[0, 1)`, `(0, inf)`; integers say so."""
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        text = f"{left}{self.low:g}, {self.high:g}{right}"
-        return f"an integer in {text}" if self.integer else text
-
-    def admits(self, value: float) -> bool:
-        """Whether `value` lies in the valid range (and is an integer where it must be)."""
-        if self.integer and float(value) != int(value):
-            return False
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
-
-
-LR = Hyperparameter("lr", None, 0.0, INF, low_open=True, high_open=True)
-WEIGHT_DECAY = Hyperparameter("weight_decay", 0.0, 0.0, INF, high_open=True)
-# Keywords whose range is known from the update rule, whatever the entry.
-_KNOWN: Mapping[str, tuple[float, float, bool, bool]] = {
-    "momentum": (0.0, 1.0, False, True),
-    "beta1": (0.0, 1.0, False, True),
-    "beta2": (0.0, 1.0, False, True),
-    "dampening": (0.0, 1.0, False, False),
-    "eps": (0.0, INF, True, True),
-    "rho": (0.0, INF, True, True),
-}
+from robustbench_opt.tunables import INF, KNOWN, LR, WEIGHT_DECAY, Hyperparameter
 
 
 def hyperparameters(
@@ -93,8 +47,8 @@ def _add_keywords(out: dict[str, Hyperparameter], info: OptimizerInfo) -> None:
 
 def _declare(name: str, default: float, keyword: str, index: int | None) -> Hyperparameter:
     integer = isinstance(default, int) and not isinstance(default, bool)
-    if name in _KNOWN:
-        low, high, low_open, high_open = _KNOWN[name]
+    if name in KNOWN:
+        low, high, low_open, high_open = KNOWN[name]
     elif default > 0:
         low, high, low_open, high_open = 0.0, INF, not integer, True
     elif default == 0:
@@ -138,9 +92,9 @@ def entry_defaults(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[s
     return defaults
 
 
-def lacking(name: str, axis: str, hyper: Mapping[str, Hyperparameter]) -> UserError:
-    """The one-line error for an axis that optimizer `name` does not have."""
-    return UserError(
-        f"optimizer {name!r} has no hyperparameter {axis!r}; it has: {', '.join(hyper)}; "
-        "move the axis to the optimizer entries that have it (optimizers[i].space)"
+def lacking(name: str, axis: str, hyper: Mapping[str, Hyperparameter]) -> str:
+    """What to say of an axis that optimizer `name` does not have."""
+    return (
+        f"optimizer {name!r} has no hyperparameter {axis!r}; it has: {', '.join(hyper)}; set "
+        "one of those, or choose an optimizer that has it"
     )

@@ -239,3 +239,23 @@ def test_json_is_strict_when_a_loss_is_nan(
     result = json.loads(out, parse_constant=reject)
     assert result["status"] == "diverged"
     assert result["epochs"][0]["train_loss"] is None  # NaN in the TrialResult, null in JSON
+
+
+def test_hyperparameter_flags_set_the_optimizer_keywords_and_refuse_what_it_lacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_trial_arguments(parser)
+    config = trial_config_from_args(parser.parse_args(["--beta1", "0.8", "--eps", "1e-6"]))
+    assert config.optimizer_kwargs == {"betas": (0.8, 0.999), "eps": 1e-6}  # adam's beta2 kept
+    config = trial_config_from_args(
+        parser.parse_args(["--optimizer", "sam", "--opt", "base=momentum", "--momentum", "0.5"])
+    )
+    assert config.optimizer_kwargs == {"base": "momentum", "momentum": 0.5}
+    for argv, needle in [
+        (["--optimizer", "sgd", "--beta1", "0.9"], "'sgd' has no hyperparameter 'beta1'"),
+        (["--beta2", "1.0"], "--beta2 1: must be in [0, 1)"),
+        (["--beta1", "0.9", "--opt", "betas=[0.9,0.99]"], "both set beta1"),
+    ]:
+        code, _, err = run_main(["train", *argv, "--epochs", "1"], capsys)
+        assert code == 2 and needle in err and err.count("\n") == 1, err
