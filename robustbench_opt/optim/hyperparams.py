@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from robustbench_opt.errors import UserError
 from robustbench_opt.optim.registry import BASE_KEYWORD, OptimizerInfo, get_info
 from robustbench_opt.tunables import INF, KNOWN, LR, WEIGHT_DECAY, Hyperparameter
 
