@@ -13,9 +13,12 @@ from robustbench_opt.spec import load_study, spec_hash
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 SHIPPED = sorted(STUDIES.glob("*.yaml"))
 # Each shipped study's spec hash (its first 16 digits) and a digest of its cell ids in plan order,
-# computed before the study-file code was last restructured: a database made then resumes only
-# while these hold. Editing a study file changes its line here (and makes it a new study).
+# computed before the study-file code was last restructured (the three space studies: when they
+# were added): a database made then resumes only while these hold. Editing a study file changes its line here (and makes it a new study).
 PINNED = {
+    "cifar10_nadamw_space": ("82e4efea51cde8c0", "10ffeba94861c6c4"),
+    "digits_betas": ("0b7ab62208a0376b", "34009a997c2bfce8"),
+    "digits_space": ("cec5330e27dd4c55", "dbf968da9e6f5464"),
     "fast_cifar10": ("d8fd4cdf58b8e3d9", "34f2ea7e0e33e891"),
     "fast_cifar10_proposed": ("6ce7dd38456b597f", "d126cc62d93ddf62"),
     "kaggle_optimizers": ("bab4f06065928e71", "1e8c69d8da096dd7"),
@@ -34,9 +37,15 @@ def test_shipped_study_loads_and_expands_to_its_grid(path: Path) -> None:
     cells = spec.cells()
     expected = 0
     for opt in spec.optimizers:
-        lrs = opt.lrs if opt.lrs is not None else spec.lrs
-        wds = opt.weight_decays if opt.weight_decays is not None else spec.weight_decays
-        expected += len(lrs) * len(wds) * len(spec.variants) * len(spec.seeds)
+        if spec.space is None:
+            lrs = opt.lrs if opt.lrs is not None else spec.lrs
+            wds = opt.weight_decays if opt.weight_decays is not None else spec.weight_decays
+            points = len(lrs) * len(wds)
+        elif spec.design == "grid":
+            points = math.prod(len(a.grid_values()) for a in spec.entry_axes(opt))
+        else:
+            points = spec.space.points
+        expected += points * len(spec.variants) * len(spec.seeds)
     assert len(cells) == expected > 0
     assert len({c.cell_id(spec.name) for c in cells}) == len(cells)
     assert spec.name == path.stem
