@@ -220,6 +220,9 @@ class TrialConfig:
     # The cell's value on each axis of its study's space (lr and weight_decay included), for
     # analysis and the Optuna params. Derived: the fields above hold them, so not identity.
     axes: dict[str, Any] = field(default_factory=dict)
+    # The workload (of a multi-workload study) the cell belongs to; None in a one-workload
+    # study. Part of the identity only when set.
+    workload: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields(self)  # the other fields are scalars
@@ -262,8 +265,9 @@ class TrialConfig:
             data = self.to_dict()
             for key in NOT_IDENTITY:
                 data.pop(key)
-            if data["point"] is None:  # grid cells: the identity they had before points
-                data.pop("point")
+            for key in ("point", "workload"):  # unset: the identity cells had before them
+                if data[key] is None:
+                    data.pop(key)
             data.pop("axes")
             data["recipe"] = recipe_identity(data["recipe"])
             blob = json.dumps({"study": study, "config": data}, sort_keys=True)

@@ -153,3 +153,41 @@ def test_a_database_stored_before_spaces_resumes_with_nothing_to_run(tmp_path: P
     assert set(scored.axes["axis"]) == {"lr", "weight_decay"}
     assert scored.scores["lr_sensitivity"].notna().all()
     store.close()
+
+
+WORKLOADS = """\
+name: multi
+recipe: {epochs: 2, batch_size: 64}
+workloads:
+  - {name: small, dataset: digits, model: simple_cnn}
+  - {name: deep, dataset: digits, model: resnet20, recipe: {epochs: 1}}
+optimizers: [adam, sgd]
+lrs: [0.1, 0.01]
+weight_decays: [0.0]
+resources: {cpus: 1, gpus: 0}
+"""
+
+
+def test_a_multi_workload_study_runs_once_resumes_with_nothing_and_scores_per_workload(
+    tmp_path: Path, fake_trial
+) -> None:
+    path = tmp_path / "multi.yaml"
+    path.write_text(WORKLOADS)
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    spec = load_study(path)
+    plan = make_plan(store, spec, "multi")
+    assert len(plan.to_run) == 2 * 2 * 2  # workloads x optimizers x lrs
+    assert {(c.workload, c.model, c.recipe.epochs) for c in plan.cells} == {
+        ("small", "simple_cnn", 2),
+        ("deep", "resnet20", 1),
+    }
+    run_plan(store, spec, plan, trial_fn=fake_trial())
+    assert complete(store, "multi") == Counter(c.cell_id("multi") for c in plan.cells)
+    again = make_plan(store, load_study(path), "multi")
+    assert again.to_run == [] and set(again.states.values()) == {"done"}
+    scored = score_study(store, "multi")
+    assert [part.name for part in scored.workloads] == ["small", "deep"]
+    assert set(scored.scores["variant"]) == {"small", "deep"}  # entries per workload
+    assert scored.cross is not None and list(scored.cross.ranks.columns) == ["small", "deep"]
+    assert scored.cross.verdict[0].endswith(f"(Kendall's W = {scored.cross.kendall_w:.2f}).")
+    store.close()

@@ -194,3 +194,26 @@ def test_an_entry_space_without_the_studys_and_a_range_without_num_on_a_grid(tmp
     assert "needs the study's space" in load_error(tmp_path, text)
     grid = SPACE.replace("  design: sobol\n  points: 8\n", "")
     assert "a grid needs num for a range axis" in load_error(tmp_path, grid)
+
+
+@pytest.mark.parametrize(
+    ("workloads", "needle"),
+    [
+        ("workloads: []", "expected a non-empty list of workloads"),
+        (
+            "workloads:\n  - {dataset: digits, model: simple_cnn}\n"
+            "  - {dataset: digits, model: simple_cnn}",
+            "workload name 'digits' is already workloads[0]'s",
+        ),
+        (
+            "workloads:\n  - {name: a, dataset: digits, model: simple_cnn}\n"
+            "  - {name: b, dataset: digits, model: simple_cnn}",
+            "workloads[1] repeats workloads[0]",
+        ),
+        ("workloads:\n  - {dataset: digitz, model: simple_cnn}", "unknown dataset 'digitz'"),
+        ("dataset: digits\nworkloads:\n  - {dataset: digits, model: mlp}", "move dataset"),
+    ],
+)
+def test_bad_workload_lists_are_one_line_errors(tmp_path, workloads: str, needle: str) -> None:
+    text = f"name: w\n{workloads}\noptimizers: [adam]\nlrs: [0.1]\nweight_decays: [0.0]\n"
+    assert needle in load_error(tmp_path, text)

@@ -13,8 +13,8 @@ averaged, diverged points counted as the scores count them), a column per axis a
   the main effects and interactions add up to 1). On a sampled design, Optuna's fANOVA
   evaluator with its settings named (`SAMPLED_IMPORTANCE`), normalised to sum to 1.
 - edge: the best point lies at the edge of a numeric axis's range (the lowest or highest grid
-  value, or the outer stratum of a sampled axis): the range may not hold the optimum; widen it
-  (the Tuning Playbook's advice).
+  value, or within `EDGE` of an end of a sampled axis's scale): the range may not hold the
+  optimum; widen it (the Tuning Playbook's advice).
 - E[best of k]: the expected best accuracy of k points drawn from the space without replacement
   (`scores.expected_best`), k = 1..n, with a seeded percentile bootstrap band over the points.
 
@@ -34,6 +34,7 @@ from robustbench_opt.analysis.scores import ENTRY, expected_best_weights
 from robustbench_opt.space import Axis, merge_axes
 
 BINS = 4  # strata per continuous axis of a sampled design
+EDGE = 0.1  # a sampled point within this share of an axis's scale from an end is at its edge
 FANOVA_TREES, FANOVA_DEPTH, FANOVA_SEED = 64, 64, 0
 SAMPLED_IMPORTANCE = (
     f"fANOVA (optuna.importance.FanovaImportanceEvaluator, {FANOVA_TREES} trees, depth "
@@ -128,8 +129,8 @@ def edge(points: pd.DataFrame, axis: Axis, grid: bool) -> str | None:
         if len(values) < 3:
             return None  # two values: every point is at an edge; nothing to say
         return "low" if best == values[0] else "high" if best == values[-1] else None
-    stratum = min(int(axis.unit(best) * BINS), BINS - 1)
-    return "low" if stratum == 0 else "high" if stratum == BINS - 1 else None
+    unit = axis.unit(best)
+    return "low" if unit < EDGE else "high" if unit > 1 - EDGE else None
 
 
 def axis_figures(points: pd.DataFrame, axes: Sequence[Axis], grid: bool) -> list[AxisFigures]:

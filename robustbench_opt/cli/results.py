@@ -41,6 +41,7 @@ from robustbench_opt.analysis.tables import (
 )
 from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, SEED, compare_pair
 from robustbench_opt.analysis.verdict import DEFAULT_MEASURE, verdict_lines
+from robustbench_opt.analysis.workloads import CrossWorkload
 from robustbench_opt.cli.argtypes import number, positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import UserError
@@ -240,9 +241,10 @@ def print_scores(scored: ScoredStudy, measure: str = DEFAULT_MEASURE, wide: bool
     over = " / ".join(dict.fromkeys(scored.intervals["over"]))
     notes = scores_notes(scored.metric, scored.chance, over, scored.level, scored.resamples, space)
     print_frame(shown, "table", f"{scored.name}: robustness scores (%)", wide=wide)
-    lines = verdict_lines(scored.scores, scored.boots, scored.intervals, measure, scored.level)
-    for line in lines:
-        print(line)
+    for part in scored.workloads or [scored]:  # one verdict per workload
+        prefix = f"{part.name}: " if scored.workloads else ""
+        for line in verdict_lines(part.scores, part.boots, part.intervals, measure, part.level):
+            print(prefix + line)
     for note in notes:
         print(note)
     several = scored.scores["variant"].nunique() > 1
@@ -268,6 +270,35 @@ def print_scores(scored: ScoredStudy, measure: str = DEFAULT_MEASURE, wide: bool
                 "over a sampled design, each mean estimates the expected accuracy under the "
                 "space's distribution (a point drawn at random)"
             )
+    if scored.cross is not None:
+        print_cross(scored.name, scored.cross)
+
+
+def print_cross(study: str, cross: CrossWorkload) -> None:
+    """The aggregate over a multi-workload study's workloads: ranks, agreement, performance
+    profiles, transfer, verdict."""
+    label = MEASURES[cross.measure].label
+    ranks = cross.ranks.map(lambda r: f"{r:g}").rename_axis("optimizer").reset_index()
+    print_frame(ranks, "table", f"{study}: rank per workload by {label} (1 = best)")
+    print(f"Kendall's W = {cross.kendall_w:.2f} (1: every workload ranks alike; 0: no agreement)")
+    profiles = (100 * cross.profiles).round(0).astype(int).astype(str) + "%"
+    print_frame(
+        profiles.rename_axis("optimizer").reset_index(), "table",
+        f"{study}: performance profile over workloads (share within tau x the best {label})",
+    )  # fmt: skip
+    transfer = pd.DataFrame(
+        {
+            "optimizer": cross.transfer["optimizer"],
+            "one point for all": cross.transfer["point"].fillna("- (no shared point)"),
+            "its mean %": cross.transfer["mean_acc"].map(_pct),
+            "lost vs own best (pts)": cross.transfer["loss"].map(_pct),
+        }
+    )
+    print_frame(
+        transfer, "table", f"{study}: transfer: one hyperparameter point for every workload"
+    )
+    for line in cross.verdict:
+        print(line)
 
 
 def cmd_scores(args: argparse.Namespace) -> int:

@@ -98,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # nodes are checked by run_plan's preflight, before any claim.
         from robustbench_opt.data import check_data
 
-        check_data(spec.dataset, spec.data_dir, spec.download)
+        for dataset in spec.datasets:
+            check_data(dataset, spec.data_dir, spec.download)
     store = store or Store(url)
     released: list[str] = []
     if not plan.to_run:

@@ -89,7 +89,7 @@ def preflight(spec: StudySpec) -> None:
     pending = {
         check.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-        ).remote(spec.dataset, spec.data_dir, spec.download): n["NodeManagerAddress"]
+        ).remote(spec.datasets, spec.data_dir, spec.download): n["NodeManagerAddress"]
         for n in nodes
     }
     for ref, host in pending.items():
@@ -106,12 +106,13 @@ def preflight(spec: StudySpec) -> None:
             raise UserError(f"Ray node {host}: {problem}", ("data_dir",))
 
 
-def check_node(dataset: str, data_dir: str | None, download: bool) -> str | None:
+def check_node(datasets: tuple[str, ...], data_dir: str | None, download: bool) -> str | None:
     """Worker side of `preflight`: None when this node can train the study, else why not."""
     from robustbench_opt.data import check_data  # the import is half the check
 
     try:
-        check_data(dataset, data_dir, download)
+        for dataset in datasets:
+            check_data(dataset, data_dir, download)
     except UserError as err:
         return str(err)
     return None

@@ -207,10 +207,12 @@ def make_plan(
             raise _refusal(store, study, record.spec, spec_dict, record.source)
         grown = _grown(store, study, record.spec, spec_dict)
         frame = store.cells_frame(study)
-        rows = zip(frame["optimizer"], frame["point"], frame["axes"], strict=True)
+        rows = zip(
+            frame["workload"], frame["optimizer"], frame["point"], frame["axes"], strict=True
+        )
         stored = {
-            (label, int(point)): axes
-            for label, point, axes in rows
+            (workload, label, int(point)): axes
+            for workload, label, point, axes in rows
             if point is not None and point == point  # NaN: a grid cell
         }
         states = dict(zip(frame["cell_id"], frame["state"], strict=True))

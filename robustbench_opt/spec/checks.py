@@ -296,10 +296,14 @@ def registries(src: Source, spec: StudySpec) -> None:
     from robustbench_opt.models import model_names
     from robustbench_opt.optim import build_optimizer, get_info
 
-    if spec.dataset not in DATASETS:
-        raise src.error(("dataset",), str(unknown("dataset", spec.dataset, DATASETS)))
-    if spec.model not in model_names():
-        raise src.error(("model",), str(unknown("model", spec.model, model_names())))
+    for i, workload in enumerate(spec.workload_list):
+        at: Key = () if workload is None else ("workloads", i)
+        dataset = spec.dataset if workload is None else workload.dataset
+        model = spec.model if workload is None else workload.model
+        if dataset not in DATASETS:
+            raise src.error(at + ("dataset",), str(unknown("dataset", dataset, DATASETS)))
+        if model not in model_names():
+            raise src.error(at + ("model",), str(unknown("model", model, model_names())))
     for i, opt in enumerate(spec.optimizers):
         key: Key = ("optimizers", i)
         name_key = key + ("name",) if key + ("name",) in src.lines else key

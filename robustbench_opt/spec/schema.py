@@ -11,7 +11,8 @@ from typing import Any
 from robustbench_opt.errors import UserError
 from robustbench_opt.spec import checks as c
 from robustbench_opt.spec import space_checks as sc
-from robustbench_opt.spec.study import OptimizerSpec, Resources, StudySpec
+from robustbench_opt.spec import workloads as wc
+from robustbench_opt.spec.study import OptimizerSpec, Resources, StudySpec, Workload
 from robustbench_opt.spec.yaml_lines import Key, parse_yaml
 
 
@@ -63,6 +64,14 @@ OPTIMIZER_ENTRY: Table = {
     "space": Field(c.optional(sc.axes)),
 }
 
+WORKLOAD: Table = {
+    "dataset": Field(c.string, required=True),
+    "model": Field(c.string, required=True),
+    "name": Field(c.string, default_from="dataset"),
+    "recipe": Field(c.recipe_overrides, default={}),  # over the study's recipe
+    "space": Field(c.optional(sc.axes)),  # over the study's axes, under each entry's
+}
+
 RESOURCES: Table = {
     "cpus": Field(c.cpus, default=1.0),
     "gpus": Field(c.gpus, default=0.0),
@@ -72,11 +81,11 @@ RESOURCES: Table = {
 TOP_LEVEL: Table = {
     "name": Field(c.study_name, required=True),
     "description": Field(c.text, default=""),
-    "dataset": Field(c.string, required=True),
+    "dataset": Field(c.optional(c.string)),
     "data_dir": Field(c.optional(c.string)),
     "download": Field(c.boolean, default=False),
     "val_fraction": Field(c.fraction, default=0.0),
-    "model": Field(c.string, required=True),
+    "model": Field(c.optional(c.string)),
     "recipe": Field(c.recipe, default={}),
     "variants": Field(c.variants),
     "optimizers": Field(c.optimizers(section(OPTIMIZER_ENTRY, OptimizerSpec)), required=True),
@@ -86,6 +95,7 @@ TOP_LEVEL: Table = {
     "resources": Field(section(RESOURCES, Resources), default={}),
     "max_concurrent": Field(c.optional(c.positive_int)),
     "space": Field(c.optional(sc.space)),
+    "workloads": Field(c.optional(wc.workloads(section(WORKLOAD, Workload)))),
 }
 _STUDY = section(TOP_LEVEL, StudySpec)
 
@@ -102,6 +112,7 @@ def load_study(path: str | Path) -> StudySpec:
     data, lines = parse_yaml(text, str(path))
     src = c.Source(str(path), lines)
     spec = _STUDY(src, data, ())
+    wc.workloads_given(src, spec)
     sc.space_given(src, spec)
     if spec.space is None:
         c.grids_given(src, spec)

@@ -9,6 +9,7 @@ with its rule) is checked against the registries in `axes_fit`, once the study i
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -130,6 +131,13 @@ def space_given(src: Source, spec: StudySpec) -> None:
     """A study sets lr and weight decay through lrs/weight_decays or through a space, not
     both; an entry's own space needs the study's (its design)."""
     if spec.space is None:
+        for i, workload in enumerate(spec.workloads or ()):
+            if workload.space is not None:
+                raise src.error(
+                    ("workloads", i, "space"),
+                    "a workload's space needs the study's space (its design); add "
+                    "space: {design: grid} at the top level",
+                )
         for i, opt in enumerate(spec.optimizers):
             if opt.space is not None:
                 raise src.error(
@@ -161,10 +169,10 @@ def axes_fit(src: Source, spec: StudySpec) -> None:
         return
     from robustbench_opt.optim.hyperparams import hyperparameters
 
-    for i, opt in enumerate(spec.optimizers):
+    for (i, opt), workload in itertools.product(enumerate(spec.optimizers), spec.workload_list):
         entry: Key = ("optimizers", i)
         hyper = hyperparameters(opt.name, opt.kwargs)
-        entry_axes = spec.entry_axes(opt)
+        entry_axes = spec.entry_axes(opt, workload)
         for ax in entry_axes:
             where = _axis_key(src, entry, ax.name)
             if ax.name in hyper:
@@ -233,13 +241,17 @@ def mark_integers(spec: StudySpec) -> StudySpec:
         opt if opt.space is None else dataclasses.replace(opt, space=marked(opt.space))
         for opt in spec.optimizers
     )
+    workloads = spec.workloads and tuple(
+        w if w.space is None else dataclasses.replace(w, space=marked(w.space))
+        for w in spec.workloads
+    )
     space_ = dataclasses.replace(spec.space, axes=marked(spec.space.axes))
-    return dataclasses.replace(spec, space=space_, optimizers=optimizers)
+    return dataclasses.replace(spec, space=space_, optimizers=optimizers, workloads=workloads)
 
 
 def _axis_key(src: Source, entry: Key, name: str) -> Key:
     own = entry + ("space", name)
-    return own if own in src.lines else ("space", "axes", name)
+    return own if own in src.lines else ("space", "axes", name)  # (or a workload's: near it)
 
 
 def _fits(src: Source, key: Key, ax: Axis, expected: str, ok: Any, integral: bool) -> None:

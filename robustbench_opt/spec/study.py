@@ -8,6 +8,7 @@ identity, is the one studies had before spaces existed).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,7 +44,31 @@ class OptimizerSpec:
         return out
 
 
-Stored = dict[tuple[str, int], dict[str, Any]]  # (optimizer label, point index) -> values
+# (workload name or None, optimizer label, point index) -> the point's values
+Stored = dict[tuple[str | None, str, int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload of a multi-workload study: a data set and a model, with recipe overrides
+    (over the study's recipe) and axes (over the study's space, under each entry's own)."""
+
+    name: str  # unique in the study; a cell's `workload`
+    dataset: str
+    model: str
+    recipe: dict[str, Any] = field(default_factory=dict)  # Recipe field overrides
+    space: tuple[Axis, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "recipe": canonical(self.recipe),
+        }
+        if self.space is not None:
+            out["space"] = [axis.to_dict() for axis in self.space]
+        return out
 
 
 @dataclass(frozen=True)
@@ -79,8 +104,8 @@ class StudySpec:
     """A validated study file."""
 
     name: str
-    dataset: str
-    model: str
+    dataset: str | None  # None: the study lists `workloads`
+    model: str | None
     optimizers: tuple[OptimizerSpec, ...]
     lrs: tuple[float, ...] | None = None
     weight_decays: tuple[float, ...] | None = None
@@ -94,30 +119,49 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     space: Space | None = None
+    workloads: tuple[Workload, ...] | None = None  # instead of dataset / model
+
+    @property
+    def workload_list(self) -> tuple[Workload | None, ...]:
+        """The workloads, or (None,): the study's one dataset and model."""
+        return self.workloads or (None,)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Every data set the study trains on."""
+        if self.workloads:
+            return tuple(dict.fromkeys(w.dataset for w in self.workloads))
+        return (self.dataset,)
 
     @property
     def design(self) -> str:
         """How points are chosen: "grid" (also for lrs x weight_decays), "sobol", "random"."""
         return "grid" if self.space is None else self.space.design
 
-    def entry_axes(self, opt: OptimizerSpec) -> tuple[Axis, ...]:
-        """The axes of one entry, in order: the study's, each replaced by the entry's axis of
-        the same name, then the entry's other axes; without a space, lr and weight decay."""
+    def entry_axes(self, opt: OptimizerSpec, workload: Workload | None = None) -> tuple[Axis, ...]:
+        """The axes of one entry (on one workload), in order: the study's, each replaced by the
+        workload's then the entry's axis of the same name, then the others they add; without a
+        space, lr and weight decay."""
         if self.space is None:
             lrs = opt.lrs if opt.lrs is not None else self.lrs
             wds = opt.weight_decays if opt.weight_decays is not None else self.weight_decays
             assert lrs is not None and wds is not None, "load_study guarantees a grid"
             return (Axis("lr", "list", tuple(lrs)), Axis("weight_decay", "list", tuple(wds)))
-        return merge_axes(self.space.axes, opt.space or ())
+        shared = merge_axes(self.space.axes, (workload.space or ()) if workload else ())
+        return merge_axes(shared, opt.space or ())
 
-    def entry_points(self, opt: OptimizerSpec, stored: Stored | None = None) -> list[Point]:
+    def entry_points(
+        self, opt: OptimizerSpec, workload: Workload | None = None, stored: Stored | None = None
+    ) -> list[Point]:
         """The points of one entry's space (all of a grid, the first `points` of a sequence);
         a sampled point the database already holds keeps its stored values (`stored`)."""
         space = self.space or Space()
-        points = design_points(self.entry_axes(opt), space.design, space.points, space.seed)
+        axes = self.entry_axes(opt, workload)
+        points = design_points(axes, space.design, space.points, space.seed)
         if not stored or space.design == "grid":
             return points
-        return [Point(p.index, stored.get((opt.label, p.index), p.values)) for p in points]
+        name = workload.name if workload else None
+        return [Point(p.index, stored.get((name, opt.label, p.index), p.values)) for p in points]
 
     def variant_recipe(self, variant: str) -> Recipe:
         """The study recipe with one variant's overrides applied."""
@@ -135,12 +179,15 @@ class StudySpec:
 
         sampled = self.design != "grid"
         cells = []
-        for opt in self.optimizers:
+        for workload, opt in itertools.product(self.workload_list, self.optimizers):
             hyper = hyperparameters(opt.name, opt.kwargs)
             defaults = entry_defaults(opt.name, opt.kwargs)
-            points = self.entry_points(opt, stored)
+            points = self.entry_points(opt, workload, stored)
+            study_recipe = self.recipe
+            if workload is not None:
+                study_recipe = dataclasses.replace(self.recipe, **workload.recipe)
             for variant in self.variants:
-                base = self.variant_recipe(variant)
+                base = dataclasses.replace(study_recipe, **self.variants[variant])
                 if opt.epochs is not None:
                     base = dataclasses.replace(base, epochs=opt.epochs)
                 for point in points:
@@ -151,8 +198,8 @@ class StudySpec:
                     for seed in self.seeds:
                         cells.append(
                             TrialConfig(
-                                dataset=self.dataset,
-                                model=self.model,
+                                dataset=workload.dataset if workload else self.dataset,
+                                model=workload.model if workload else self.model,
                                 optimizer=opt.name,
                                 lr=float(point.values["lr"]),
                                 weight_decay=float(point.values.get("weight_decay", 0.0)),
@@ -166,33 +213,42 @@ class StudySpec:
                                 label=None if opt.label == opt.name else opt.label,
                                 point=point.index if sampled else None,
                                 axes=point.values,
+                                workload=workload.name if workload else None,
                             )
                         )
         return cells
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-safe form: grids resolved to lists, every recipe field present."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "dataset": self.dataset,
-            "data_dir": self.data_dir,
-            "download": self.download,
-            "val_fraction": self.val_fraction,
-            "model": self.model,
-            "recipe": self.recipe.to_dict(),
-            "variants": {k: canonical(v) for k, v in self.variants.items()},
-            "optimizers": [opt.to_dict() for opt in self.optimizers],
-            "lrs": None if self.lrs is None else list(self.lrs),
-            "weight_decays": None if self.weight_decays is None else list(self.weight_decays),
-            "seeds": list(self.seeds),
-            "resources": {
-                "cpus": self.resources.cpus,
-                "gpus": self.resources.gpus,
-                "packing": self.resources.packing,
-            },
-            "max_concurrent": self.max_concurrent,
-        } | ({} if self.space is None else {"space": self.space.to_dict()})
+        return (
+            {
+                "name": self.name,
+                "description": self.description,
+                "dataset": self.dataset,
+                "data_dir": self.data_dir,
+                "download": self.download,
+                "val_fraction": self.val_fraction,
+                "model": self.model,
+                "recipe": self.recipe.to_dict(),
+                "variants": {k: canonical(v) for k, v in self.variants.items()},
+                "optimizers": [opt.to_dict() for opt in self.optimizers],
+                "lrs": None if self.lrs is None else list(self.lrs),
+                "weight_decays": None if self.weight_decays is None else list(self.weight_decays),
+                "seeds": list(self.seeds),
+                "resources": {
+                    "cpus": self.resources.cpus,
+                    "gpus": self.resources.gpus,
+                    "packing": self.resources.packing,
+                },
+                "max_concurrent": self.max_concurrent,
+            }
+            | ({} if self.space is None else {"space": self.space.to_dict()})
+            | (
+                {}
+                if self.workloads is None
+                else {"workloads": [w.to_dict() for w in self.workloads]}
+            )
+        )
 
 
 def log_range(lo: float, hi: float, num: int) -> tuple[float, ...]:

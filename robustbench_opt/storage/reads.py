@@ -85,14 +85,15 @@ def study_record(db: Db, name: str) -> StudyRecord | None:
 
 def cells_frame(db: Db, study: str) -> pd.DataFrame:
     """One row per registered cell; accuracies are fractions, NaN where absent. `point` is a
-    sampled design's point index (None on a grid) and `axes` the cell's value on each axis of
-    the study's space ({lr, weight_decay} for cells stored without a point row)."""
+    sampled design's point index (None on a grid), `workload` the cell's workload in a
+    multi-workload study (None otherwise) and `axes` the cell's value on each axis of the
+    study's space ({lr, weight_decay} for cells stored without a point row)."""
     cols = [t.cell.c[name] for name in CELL_COLUMNS]
     joined = t.cell.outerjoin(
         t.point, sa.and_(t.point.c.study == t.cell.c.study, t.point.c.cell_id == t.cell.c.cell_id)
     )
     query = (
-        sa.select(*cols, t.point.c.point, t.point.c.axes_json)
+        sa.select(*cols, t.point.c.point, t.point.c.workload, t.point.c.axes_json)
         .select_from(joined)
         .where(t.cell.c.study == study)
         .order_by(t.cell.c.id)
@@ -101,6 +102,7 @@ def cells_frame(db: Db, study: str) -> pd.DataFrame:
         rows = conn.execute(query).all()
     frame = pd.DataFrame([tuple(r)[: len(CELL_COLUMNS)] for r in rows], columns=list(CELL_COLUMNS))
     frame["point"] = [r.point for r in rows]
+    frame["workload"] = [r.workload for r in rows]
     frame["axes"] = [
         json.loads(r.axes_json)
         if r.axes_json is not None

@@ -75,6 +75,7 @@ point = sa.Table(
     sa.Column("study", sa.String(512), primary_key=True),
     sa.Column("cell_id", sa.String(64), primary_key=True),
     sa.Column("point", sa.Integer),  # index in a sampled design; NULL on a grid
+    sa.Column("workload", sa.String(128)),  # of a multi-workload study; NULL otherwise
     sa.Column("axes_json", sa.Text, nullable=False),  # {axis: value}, written once
 )
 

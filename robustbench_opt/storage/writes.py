@@ -80,6 +80,7 @@ def _point_row(study: str, config: TrialConfig) -> dict[str, Any]:
         "study": study,
         "cell_id": config.cell_id(study),
         "point": config.point,
+        "workload": config.workload,
         # A config made without a space (train, a notebook) is a point of lr x weight decay.
         "axes_json": json.dumps(
             config.to_dict()["axes"] or {"lr": config.lr, "weight_decay": config.weight_decay}

@@ -14,7 +14,8 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies"
 SHIPPED = sorted(STUDIES.glob("*.yaml"))
 # Each shipped study's spec hash (its first 16 digits) and a digest of its cell ids in plan order,
 # computed before the study-file code was last restructured (the three space studies: when they
-# were added): a database made then resumes only while these hold. Editing a study file changes its line here (and makes it a new study).
+# were added): a database made then resumes only while these hold. Editing a study file
+# changes its line here (and makes it a new study).
 PINNED = {
     "cifar10_nadamw_space": ("82e4efea51cde8c0", "10ffeba94861c6c4"),
     "digits_betas": ("0b7ab62208a0376b", "34009a997c2bfce8"),
