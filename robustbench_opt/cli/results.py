@@ -352,10 +352,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             render_comparison(long, profiles, args.measure, args.level), encoding="utf-8"
         )
         print(f"wrote {path}")
+    axes = pd.concat([s.axes.assign(study=s.name) for s in studies], ignore_index=True)
     if args.format == "json":
         payload = {"measure": args.measure, "scores": json.loads(long.to_json(orient="records"))}
         if profiles is not None:
             payload["profiles"] = json.loads(profiles.reset_index().to_json(orient="records"))
+        payload["axes"] = json.loads(axes.to_json(orient="records"))
         print(json.dumps(payload, indent=1))
         return 0
     if args.format == "csv":
@@ -373,6 +375,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             shown.reset_index(), "table",
             f"performance profile on {info.label}: share of studies within tau x the best",
         )  # fmt: skip
+    if not axes.empty:
+        importance = axes.assign(text=(100 * axes["importance"]).map("{:.0f}%".format))
+        wide = importance.pivot_table(
+            index=["optimizer", "axis"], columns="study", values="text", aggfunc="first",
+            sort=False,
+        ).reindex(columns=args.studies).fillna("-")  # fmt: skip
+        print_frame(wide.reset_index(), "table", "importance of each axis (share of variance)")
     return 0
 
 

@@ -96,8 +96,11 @@ def test_compare_puts_studies_side_by_side_with_performance_profiles(table2, cap
     assert profiles["proposed"]["tau 1"] == 1.0  # the best mean in both studies
     assert profiles["adam"]["tau 1.25"] == 0.0 and profiles["adam"]["tau 1.5"] == 0.5
     assert "Performance profiles" in page.read_text() and "fig-profiles" in page.read_text()
+    axes = {(r["study"], r["optimizer"], r["axis"]) for r in payload["axes"]}
+    assert ("t3", "proposed", "lr") in axes and ("t3", "proposed", "weight_decay") in axes
     code, out, _ = run(capsys, "compare", "t2", "t3", "--storage", table2)
     assert code == 0 and "97.03 [" in out and "performance profile on mean accuracy" in out
+    assert "importance of each axis (share of variance)" in out
 
 
 def test_paper_table2_does_not_rank_diverged_adam_robust(table2, capsys):
