@@ -107,7 +107,7 @@ def train_cells(
     # Decide the data path once: the auto rule reads free device memory, which this trial's
     # own data, model and activations then take, so asking again each epoch could flip it.
     on_device = use_device_path(splits, first.recipe, device)
-    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    shape = splits.shape
     hooks = _Hooks(on_epoch, on_result, on_batch)
     reason = probe(first, splits.num_classes, shape, device) if len(configs) > 1 else None
     if reason is None:
@@ -168,8 +168,7 @@ class Trial:
         k = len(configs)
         context, autocast_note = autocast(recipe, device)
         channels_last = k == 1 and use_channels_last(recipe, device)
-        shape = (splits.in_channels, splits.image_size, splits.image_size)
-        built = build_cells(configs, splits.num_classes, shape, device)
+        built = build_cells(configs, splits.num_classes, splits.shape, device)
         self.runtime: dict[str, Any] = {
             "pack_size": k,
             "data_on_device": on_device,
