@@ -230,3 +230,46 @@ def test_the_space_page_has_its_tables_and_a_picker_for_every_pair(sobol):
     assert "What each axis costs" in page and "E[best of k]" in page
     assert page.count("<option ") == len(ranked_pairs(sobol, space_points(sobol)))
     assert "</script" not in page.split('id="pair-figures">')[1].split("</script>")[0][:-1]
+
+
+PICK = """new Promise(done => {
+  const div = document.getElementById('fig-pair');
+  const before = [div.layout.title.text, div.querySelector('.xtitle').textContent];
+  const picker = document.getElementById('pair-picker');
+  picker.value = picker.options[%d].value;
+  picker.dispatchEvent(new Event('change'));
+  const t0 = Date.now(); (function poll() {
+    const after = [div.layout.title.text, div.querySelector('.xtitle').textContent,
+                   div.querySelector('.ytitle').textContent, div.data.length];
+    if (after[0] !== before[0] || Date.now() - t0 > 10000) done({before, after});
+    else setTimeout(poll, 100); })(); })"""
+INJECT = """new Promise(done => {
+  const img = document.createElement('img'); img.onerror = () => done('refused');
+  img.onload = () => done('loaded'); img.src = 'http://203.0.113.9/x.png';
+  document.body.appendChild(img); setTimeout(() => done('timeout'), 5000); })"""
+
+
+@pytest.mark.slow
+def test_chromium_switches_the_pair_in_the_page_and_the_csp_holds(devtools, sobol, tmp_path):
+    from .test_report import evaluate, open_page, remote, requested_urls
+
+    path = tmp_path / "space.html"
+    path.write_text(render_report(sobol), encoding="utf-8")
+    session = open_page(devtools, path)
+    pairs = ranked_pairs(sobol, space_points(sobol))
+    shown = evaluate(devtools, session, PICK % 1)  # the second pair in the list
+    title, x_title = shown["before"]
+    assert f"over {pairs[0][0]} x {pairs[0][1]}" in title and x_title == pairs[0][0]
+    title, x_title, y_title, traces = shown["after"]
+    assert f"over {pairs[1][0]} x {pairs[1][1]}" in title
+    assert (x_title, y_title) == tuple(
+        f"1 - {n}" if n in ("beta1", "momentum") else n for n in pairs[1]
+    )
+    expected = report_figures(sobol)[f"pair-{pairs[1][0]}__{pairs[1][1]}"][1]
+    assert traces == len(expected.data)
+    assert remote(requested_urls(devtools)) == []  # the page itself loads nothing
+    # An image injected into the page is refused by its CSP, with the test's blocklist lifted
+    devtools.send("Network.setBlockedURLs", {"urls": []}, session)
+    assert evaluate(devtools, session, INJECT) == "refused"
+    failed = [e["params"] for e in devtools.events if e.get("method") == "Network.loadingFailed"]
+    assert [f.get("blockedReason") for f in failed] == ["csp"]
