@@ -76,6 +76,7 @@ class Pack:
         self.models: list[nn.Module] = []
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
+        self._named: list[list[tuple[str, nn.Parameter]]] = []
         self.net = FusedNet.of(self.template)
         self.path = "fused layers" if self.net is not None else "torch.func vmap"
         fused = (
@@ -94,6 +95,9 @@ class Pack:
                 _repoint(model, {k: v.detach().clone() for k, v in _tensors(model).items()})
         params, buffers = stack_module_state(list(models))
         self.models, self.params, self.buffers = list(models), params, buffers
+        # each model's (name, parameter) pairs, listed once: `named_parameters` walks the
+        # module tree, which per cell and step cost more than the optimizer steps on CPU
+        self._named = [list(model.named_parameters()) for model in self.models]
         for j, model in enumerate(self.models):
             stacked = {k: v.detach()[j] for k, v in {**params, **buffers}.items()}
             _repoint(model, stacked)
@@ -130,8 +134,8 @@ class Pack:
         for stacked in self.params.values():
             stacked.grad = None
         loss.sum().backward()
-        for j, model in enumerate(self.models):
-            for name, param in model.named_parameters():
+        for j, named in enumerate(self._named):
+            for name, param in named:
                 grad = self.params[name].grad
                 param.grad = None if grad is None else grad[j]
 
