@@ -118,9 +118,13 @@ def stored(tmp_path: Path, text: str, name: str, diverged: int | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def sobol(tmp_path_factory):
-    store = stored(tmp_path_factory.mktemp("sobol"), SOBOL, "sobol", diverged=3)
-    return score_study(store, "sobol", resamples=200, epochs=True)
+def sobol_store(tmp_path_factory) -> Store:
+    return stored(tmp_path_factory.mktemp("sobol"), SOBOL, "sobol", diverged=3)
+
+
+@pytest.fixture(scope="module")
+def sobol(sobol_store):
+    return score_study(sobol_store, "sobol", resamples=200, epochs=True)
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +277,19 @@ def test_chromium_switches_the_pair_in_the_page_and_the_csp_holds(devtools, sobo
     assert evaluate(devtools, session, INJECT) == "refused"
     failed = [e["params"] for e in devtools.events if e.get("method") == "Network.loadingFailed"]
     assert [f.get("blockedReason") for f in failed] == ["csp"]
+
+
+@pytest.mark.slow
+def test_report_format_png_writes_the_space_figures(
+    sobol_store, sobol, tmp_path, monkeypatch, chromium, capsys
+):
+    from robustbench_opt.cli import main
+
+    monkeypatch.setenv("BROWSER_PATH", chromium)
+    url = str(sobol_store.display_url)
+    assert main(["report", "sobol", "--format", "png", "-o", str(tmp_path), "--storage", url]) == 0
+    pairs = ranked_pairs(sobol, space_points(sobol))
+    names = {f"pair-{x}__{y}.png" for x, y in pairs}
+    names |= {"isolation.png", "learning_curves.png", "expected_best.png"}
+    assert {p.name for p in tmp_path.iterdir()} == names
+    assert f"wrote {len(names)} PNG files" in capsys.readouterr().out
