@@ -144,7 +144,8 @@ class Pack:
     ) -> tuple[Tensor, Tensor]:
         """One optimizer step of every cell (`optim.optimizer_step`'s semantics, fused);
         returns the first pass's per-cell losses [K] and logits, detached."""
-        self.template.train()
+        if not self.template.training:  # `train()` walks the module tree: not every step
+            self.template.train()
         for built in optimizers:
             built.optimizer.zero_grad(set_to_none=True)
         loss, logits = self.forward(inputs, targets)
