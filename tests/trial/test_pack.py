@@ -4,6 +4,7 @@ optimizer, whole digits trials in float32, a diverging cell, the fallback, the p
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -141,7 +142,7 @@ def test_each_packed_cell_equals_its_own_training_after_20_float64_steps(
 @pytest.mark.parametrize("name", ["momentum", "asam"])
 def test_resnet20_packed_cells_equal_their_own_training_in_float64(name: str) -> None:
     def make() -> nn.Module:
-        return build_model("resnet20", 10, 1, 8)
+        return build_model("resnet20", 10, (1, 8, 8))
 
     steps = 6
     want = [alone(make, name, {}, 0.02 * mult, wd, seed, steps) for mult, wd, seed in CELLS]
@@ -285,9 +286,9 @@ def test_a_cell_that_stops_early_is_recorded_then_and_the_others_go_on() -> None
 class ItemNet(nn.Module):
     """A model whose forward reads a tensor value (`.item()`), which vmap cannot batch."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int):
+    def __init__(self, num_classes: int, shape: tuple[int, ...]):
         super().__init__()
-        self.linear = nn.Linear(in_channels * image_size**2, num_classes)
+        self.linear = nn.Linear(math.prod(shape), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         scale = 1.0 if x.abs().max().item() < 1e9 else 0.5
