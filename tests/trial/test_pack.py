@@ -226,6 +226,20 @@ def test_label_smoothing_and_warmup_train_packed_as_alone() -> None:
 
 
 @WHOLE_TRIALS
+@pytest.mark.parametrize(("dataset", "model"), [("mnist1d", "cnn1d"), ("mnist5k", "mlp")])
+@pytest.mark.parametrize("data_on_device", [True, False])
+def test_mnist_workloads_pack_as_they_train_alone(dataset, model, data_on_device) -> None:
+    configs = grid(epochs=1, dataset=dataset, model=model, batch_size=256)[:2]
+    configs = [
+        dataclasses.replace(c, recipe=dataclasses.replace(c.recipe, data_on_device=data_on_device))
+        for c in configs
+    ]
+    for config, result in zip(configs, train_cells(configs), strict=True):
+        assert any("packed" in note and "2 cells" in note for note in result.notes)
+        assert_same_trial(result, run_trial(config))
+
+
+@WHOLE_TRIALS
 def test_the_torchvision_loader_path_packs_too() -> None:
     configs = grid(epochs=2, data_on_device=False)
     results = train_cells(configs)
