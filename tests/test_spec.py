@@ -231,6 +231,28 @@ def test_diff_specs_reports_a_reordering_of_optimizers(tmp_path: Path) -> None:
             5,
             ["recipe.augment[1]", "'trivialaugment'"],
         ),
+        (
+            "dataset: digits",
+            "dataset: mnist",
+            2,
+            ["dataset", "unknown dataset 'mnist'", "cifar10, cifar100, digits, mnist1d, mnist5k"],
+        ),
+        (
+            "dataset: digits",
+            "dataset: mnist1d",
+            3,
+            [
+                "model",
+                "'simple_cnn' does not fit mnist1d's examples of shape (1, 40)",
+                "models that fit: cnn1d, mlp",
+            ],
+        ),  # fmt: skip
+        (
+            "dataset: digits\nmodel: simple_cnn",
+            "dataset: mnist1d\nmodel: cnn1d\nvariants:\n  aug: {augment: [crop_flip]}",
+            6,
+            ["recipe: augment ['crop_flip'] needs images (C, H, W)", "set augment: []"],
+        ),
         ("lrs: [1.0e-1, 1.0e-2, 1.0e-3]", "lrs: []", 12, ["lrs", "empty grid"]),
         ("lrs: [1.0e-1, 1.0e-2, 1.0e-3]", "lrs: [0.1, 0]", 12, ["lrs[1]", "must be > 0"]),
         ("lrs: [1.0e-1, 1.0e-2, 1.0e-3]", "lrs: [-0.1]", 12, ["lrs[0]", "must be > 0"]),

@@ -12,7 +12,7 @@ from typing import NoReturn
 from robustbench_opt.errors import UserError
 
 # Each module defines register(subparsers); a subcommand sets `func(args) -> int`.
-COMMAND_MODULES = ("train", "study", "results", "bench", "jobcheck")
+COMMAND_MODULES = ("train", "study", "results", "bench", "jobcheck", "data")
 # Commands whose module is known: only that module is imported (the others import pandas,
 # SQLAlchemy, Optuna); any other argument line (--help, a typo, the results commands) builds all.
 COMMAND_MODULE = {
@@ -22,6 +22,7 @@ COMMAND_MODULE = {
     "status": "study",
     "bench": "bench",
     "check-job": "jobcheck",
+    "data": "data",
 }
 
 

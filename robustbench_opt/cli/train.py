@@ -68,11 +68,15 @@ def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that define one trial (shared by `train` and `bench`): the cell's own, and a
     flag per recipe field made from `config.RECIPE_RULES` under the study file's names."""
     add = parser.add_argument
-    add("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100" + DEFAULT)
+    add(
+        "--dataset",
+        default="digits",
+        help="digits, mnist5k, mnist1d (embedded), cifar10 or cifar100" + DEFAULT,
+    )
     add(
         "--model",
         default="simple_cnn",
-        help="model name, e.g. simple_cnn, resnet20, resnet18" + DEFAULT,
+        help="model name, e.g. simple_cnn, mlp, cnn1d (for mnist1d), resnet20" + DEFAULT,
     )
     add(
         "--optimizer",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustbench_opt.errors import UserError
-
 STEM_WIDTH = 24  # channels of the stem conv (airbench's whitening layer width)
 WIDTHS = (64, 256, 256)  # output channels of the three conv groups
 
@@ -38,13 +36,9 @@ class AirbenchNet(nn.Module):
     Valid for image sides >= 8 (8x8 digits end at 1x1, 32x32 CIFAR at 4x4 before the pool).
     """
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int):
+    def __init__(self, num_classes: int, shape: tuple[int, ...]):
         super().__init__()
-        if image_size < 8:
-            raise UserError(
-                f"model 'airbench' needs images of at least 8x8, got {image_size}x{image_size}; "
-                "pick another model for this data set"
-            )
+        in_channels = shape[0]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, STEM_WIDTH, 3, padding=1, bias=False),
             nn.BatchNorm2d(STEM_WIDTH),

@@ -65,11 +65,11 @@ class CifarResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def resnet20(num_classes: int, in_channels: int, image_size: int) -> CifarResNet:
+def resnet20(num_classes: int, shape: tuple[int, ...]) -> CifarResNet:
     """ResNet-20 (n=3, 0.27M parameters for 10 classes)."""
-    return CifarResNet(3, num_classes, in_channels)
+    return CifarResNet(3, num_classes, shape[0])
 
 
-def resnet56(num_classes: int, in_channels: int, image_size: int) -> CifarResNet:
+def resnet56(num_classes: int, shape: tuple[int, ...]) -> CifarResNet:
     """ResNet-56 (n=9, 0.85M parameters for 10 classes)."""
-    return CifarResNet(9, num_classes, in_channels)
+    return CifarResNet(9, num_classes, shape[0])

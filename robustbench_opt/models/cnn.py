@@ -9,14 +9,15 @@ class SimpleCNN(nn.Module):
     """conv3x3-ReLU-maxpool2 twice (32 then 64 channels), then Linear-ReLU-Linear.
 
     The blog (seed 000) names the layer types but no widths; these widths are ours. "Same"
-    padding keeps it valid on 8x8 digits (8 -> 4 -> 2) as well as on 32x32 CIFAR (32 -> 8).
+    padding keeps it valid on 8x8 digits (8 -> 4 -> 2), 28x28 MNIST (28 -> 7) and 32x32 CIFAR
+    (32 -> 8): the classifier is sized from the image's height and width.
     """
 
     SEQUENTIAL_CHILDREN = True  # forward applies its children in order (packs fuse it)
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, hidden: int = 128):
+    def __init__(self, num_classes: int, shape: tuple[int, ...], hidden: int = 128):
         super().__init__()
-        side = image_size // 4  # two 2x2 max-pools
+        in_channels, height, width = shape
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1),
             nn.ReLU(inplace=True),
@@ -27,7 +28,7 @@ class SimpleCNN(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * side * side, hidden),
+            nn.Linear(64 * (height // 4) * (width // 4), hidden),  # after two 2x2 max-pools
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )

@@ -21,8 +21,8 @@ def _cifar_stem(net: torchvision.models.ResNet, in_channels: int) -> torchvision
 
 
 def _builder(factory: Callable[..., torchvision.models.ResNet]) -> Callable[..., nn.Module]:
-    def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-        return _cifar_stem(factory(weights=None, num_classes=num_classes), in_channels)
+    def build(num_classes: int, shape: tuple[int, ...]) -> nn.Module:
+        return _cifar_stem(factory(weights=None, num_classes=num_classes), shape[0])
 
     build.__doc__ = f"torchvision {factory.__name__} with a CIFAR stem, randomly initialised."
     return build

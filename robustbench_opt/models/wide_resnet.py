@@ -55,6 +55,6 @@ class WideResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def wrn28_10(num_classes: int, in_channels: int, image_size: int) -> WideResNet:
+def wrn28_10(num_classes: int, shape: tuple[int, ...]) -> WideResNet:
     """WRN-28-10 (36.5M parameters for 10 classes)."""
-    return WideResNet(28, 10, num_classes, in_channels)
+    return WideResNet(28, 10, num_classes, shape[0])

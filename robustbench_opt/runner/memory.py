@@ -65,7 +65,7 @@ def footprint(model: str, dataset: str) -> Footprint:
     """Parameters and per-image activation elements of `model` on `dataset` (meta device)."""
     info = dataset_info(dataset)
     with torch.device("meta"):
-        net = build_model(model, info.num_classes, info.in_channels, info.image_size)
+        net = build_model(model, info.num_classes, info.shape)
         image = torch.empty(1, *info.shape)
     total = 0
 

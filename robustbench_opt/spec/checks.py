@@ -7,6 +7,7 @@ valid choices. `schema` says which checker each key gets.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -293,7 +294,8 @@ def registries(src: Source, spec: StudySpec) -> None:
     import torch
 
     from robustbench_opt.data import DATASETS
-    from robustbench_opt.models import model_names
+    from robustbench_opt.datasets import check_augmentation, dataset_info
+    from robustbench_opt.models import check_fits, model_names
     from robustbench_opt.optim import build_optimizer, get_info
 
     for i, workload in enumerate(spec.workload_list):
@@ -304,6 +306,20 @@ def registries(src: Source, spec: StudySpec) -> None:
             raise src.error(at + ("dataset",), str(unknown("dataset", dataset, DATASETS)))
         if model not in model_names():
             raise src.error(at + ("model",), str(unknown("model", model, model_names())))
+        shape = dataset_info(dataset).shape
+        try:
+            check_fits(model, shape, dataset)
+        except UserError as err:
+            raise src.error(at + ("model",), str(err)) from None
+        base = (
+            spec.recipe if workload is None else dataclasses.replace(spec.recipe, **workload.recipe)
+        )
+        for variant in spec.variants.values():
+            recipe = dataclasses.replace(base, **variant)
+            try:
+                check_augmentation(dataset, shape, recipe.augment, recipe.cutmix_prob)
+            except UserError as err:
+                raise src.error(at + ("recipe",) if workload else ("recipe",), str(err)) from None
     for i, opt in enumerate(spec.optimizers):
         key: Key = ("optimizers", i)
         name_key = key + ("name",) if key + ("name",) in src.lines else key

@@ -50,7 +50,7 @@ def build_cells(
     cells = []
     for config in configs:
         seed_everything(config.seed)
-        model = build_model(config.model, num_classes, input_shape[0], input_shape[-1])
+        model = build_model(config.model, num_classes, input_shape)
         n_params = sum(p.numel() for p in model.parameters())
         model = model.to(device)
         built = build_optimizer(

@@ -42,6 +42,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from robustbench_opt.config import EpochRecord, Recipe, TrialConfig, TrialResult, check_recipe
 from robustbench_opt.data import DataSplits, eval_batches, load_splits, train_batches
 from robustbench_opt.data.device import use_device_path
+from robustbench_opt.datasets import check_augmentation, dataset_info
+from robustbench_opt.models import check_fits
 from robustbench_opt.optim import get_info, set_weight_decay
 from robustbench_opt.trial.build import BuiltCell, build_cells
 from robustbench_opt.trial.device import (
@@ -101,6 +103,9 @@ def train_cells(
     first = configs[0]
     check_recipe(first.recipe)
     get_info(first.optimizer)  # fail on an unknown name before loading data
+    info = dataset_info(first.dataset)
+    check_fits(first.model, info.shape, info.name)  # and on a model that cannot take the data
+    check_augmentation(info.name, info.shape, first.recipe.augment, first.recipe.cutmix_prob)
     device = pick_device(first.device)
     # The split seed stays load_splits' fixed default: every trial seed sees the same images.
     splits = load_splits(first.dataset, first.data_dir, first.download, first.val_fraction)

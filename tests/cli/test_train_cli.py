@@ -45,7 +45,12 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     [
         (["--optimizer", "adamm"], ["'adamm'", "adam"]),
         (["--model", "resnet200"], ["'resnet200'", "resnet20"]),
-        (["--dataset", "mnist"], ["'mnist'", "cifar10"]),
+        (["--dataset", "mnist"], ["'mnist'", "cifar10", "mnist1d", "mnist5k"]),
+        (["--dataset", "mnist1d"], ["'simple_cnn' does not fit mnist1d", "fit: cnn1d, mlp"]),
+        (
+            ["--dataset", "mnist1d", "--model", "cnn1d", "--augment", "crop_flip"],
+            ["augment ['crop_flip'] needs images (C, H, W)", "set augment: []"],
+        ),
         (["--lr", "-0.1"], ["--lr", "'-0.1'", "> 0"]),
         (["--lr", "fast"], ["--lr", "'fast'"]),
         (["--epochs", "2.5"], ["--epochs", "'2.5'"]),

@@ -28,7 +28,9 @@ def _config(model: str, dataset: str = "cifar10", batch: int = 128) -> TrialConf
 
 def test_footprint_counts_parameters_and_every_leaf_output():
     size = footprint("simple_cnn", "digits")
-    assert size.params == sum(p.numel() for p in build_model("simple_cnn", 10, 1, 8).parameters())
+    assert size.params == sum(
+        p.numel() for p in build_model("simple_cnn", 10, (1, 8, 8)).parameters()
+    )
     # conv 32x8x8, relu, pool 32x4x4, conv 64x4x4, relu, pool 64x2x2, flatten, fc 128, relu, fc 10
     conv1, pool1, conv2, pool2 = 32 * 64, 32 * 16, 64 * 16, 64 * 4
     assert size.activations == 2 * conv1 + pool1 + 2 * conv2 + 2 * pool2 + 2 * 128 + 10

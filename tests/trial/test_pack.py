@@ -4,6 +4,7 @@ optimizer, whole digits trials in float32, a diverging cell, the fallback, the p
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -141,7 +142,7 @@ def test_each_packed_cell_equals_its_own_training_after_20_float64_steps(
 @pytest.mark.parametrize("name", ["momentum", "asam"])
 def test_resnet20_packed_cells_equal_their_own_training_in_float64(name: str) -> None:
     def make() -> nn.Module:
-        return build_model("resnet20", 10, 1, 8)
+        return build_model("resnet20", 10, (1, 8, 8))
 
     steps = 6
     want = [alone(make, name, {}, 0.02 * mult, wd, seed, steps) for mult, wd, seed in CELLS]
@@ -225,6 +226,20 @@ def test_label_smoothing_and_warmup_train_packed_as_alone() -> None:
 
 
 @WHOLE_TRIALS
+@pytest.mark.parametrize(("dataset", "model"), [("mnist1d", "cnn1d"), ("mnist5k", "mlp")])
+@pytest.mark.parametrize("data_on_device", [True, False])
+def test_mnist_workloads_pack_as_they_train_alone(dataset, model, data_on_device) -> None:
+    configs = grid(epochs=1, dataset=dataset, model=model, batch_size=256)[:2]
+    configs = [
+        dataclasses.replace(c, recipe=dataclasses.replace(c.recipe, data_on_device=data_on_device))
+        for c in configs
+    ]
+    for config, result in zip(configs, train_cells(configs), strict=True):
+        assert any("packed" in note and "2 cells" in note for note in result.notes)
+        assert_same_trial(result, run_trial(config))
+
+
+@WHOLE_TRIALS
 def test_the_torchvision_loader_path_packs_too() -> None:
     configs = grid(epochs=2, data_on_device=False)
     results = train_cells(configs)
@@ -285,9 +300,9 @@ def test_a_cell_that_stops_early_is_recorded_then_and_the_others_go_on() -> None
 class ItemNet(nn.Module):
     """A model whose forward reads a tensor value (`.item()`), which vmap cannot batch."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int):
+    def __init__(self, num_classes: int, shape: tuple[int, ...]):
         super().__init__()
-        self.linear = nn.Linear(in_channels * image_size**2, num_classes)
+        self.linear = nn.Linear(math.prod(shape), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         scale = 1.0 if x.abs().max().item() < 1e9 else 0.5

@@ -54,7 +54,7 @@ def test_same_seed_same_result_other_seed_differs_and_provenance_is_recorded() -
     assert first.final_test_acc == first.epochs[-1].test_acc
     assert first.best_test_acc == max(r.test_acc for r in first.epochs)
     assert first.test_acc_at_best_val is None and first.best_val_epoch is None
-    model = build_model("simple_cnn", 10, 1, 8)
+    model = build_model("simple_cnn", 10, (1, 8, 8))
     assert first.n_params == sum(p.numel() for p in model.parameters())
     packages = {"python", "torch", "torchvision", "pytorch-optimizer", "robustbench-opt"}
     assert set(first.versions) == packages | {"robustbench-opt-code"}
@@ -97,7 +97,7 @@ def test_cifar10_trial_runs_end_to_end_from_a_tiny_cifar_directory(tmp_path: Pat
     assert result.status == "completed"
     assert seen == result.epochs and len(seen) == 1
     assert result.n_params == sum(
-        p.numel() for p in build_model("simple_cnn", 10, 3, 32).parameters()
+        p.numel() for p in build_model("simple_cnn", 10, (3, 32, 32)).parameters()
     )
     record = seen[0]
     assert 0.0 <= record.test_acc <= 1.0 and math.isfinite(record.test_loss)
