@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,14 +41,18 @@ def default_trial_fn(
 
 def trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: TrialFn) -> None:
     """One Tune trial (worker side): `trial_fn` trains one cell or a pack, reported per cell."""
+    ready = time.time()  # this worker is up and running the trial (`run --timings`)
     ids, shared = params["cells"], groups[params["group"]]
     cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
 
     def on_epoch(k: int, record: EpochRecord) -> None:
-        tune.report({"cell": ids[k], "rbo_epoch": json.dumps(dataclasses.asdict(record))})
+        epoch = json.dumps(dataclasses.asdict(record))
+        tune.report({"cell": ids[k], "rbo_epoch": epoch, "rbo_ready": ready})
 
     def on_result(k: int, result: TrialResult) -> None:
-        tune.report({"cell": ids[k], "rbo_result": json.dumps(result.to_dict())})
+        tune.report(
+            {"cell": ids[k], "rbo_result": json.dumps(result.to_dict()), "rbo_ready": ready}
+        )
 
     trial_fn(cells, on_epoch, on_result)
 
