@@ -69,7 +69,7 @@ def run_plan(
         ray_started = connect(address)
     try:
         with TIMINGS.phase("Ray start"):
-            resources = worker.trial_resources(spec, plan.configs)
+            resources = worker.trial_resources(spec, plan.configs, plan.trial_cpus)
             if ray_address(address):
                 preflight(spec)
         with TIMINGS.phase("storage setup"):

@@ -33,9 +33,15 @@ RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
 def default_trial_fn(
     configs: list[TrialConfig], on_epoch: EpochHook, on_result: ResultHook
 ) -> None:
-    """Trains a task's cells with the trial engine (torch is imported in the worker only)."""
+    """Trains a task's cells with the trial engine (torch is imported in the worker only), on
+    as many torch threads as the trial was given CPUs."""
+    import torch
+
     from robustbench_opt.trial.engine import train_cells
 
+    given = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if given:
+        torch.set_num_threads(max(1, int(given)))
     train_cells(configs, on_epoch, on_result)
 
 
@@ -57,10 +63,14 @@ def trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: Tr
     trial_fn(cells, on_epoch, on_result)
 
 
-def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayResources:
-    """Ray resources per trial; refuses what the cluster could never schedule."""
+def trial_resources(
+    spec: StudySpec, configs: dict[str, TrialConfig], cpus: float | None = None
+) -> RayResources:
+    """Ray resources per trial (`cpus`: the plan's CPUs per trial, default the study's);
+    refuses what the cluster could never schedule."""
     cluster = ray.cluster_resources()
-    cpus, gpus = float(spec.resources.cpus), spec.resources.gpus
+    cpus = float(spec.resources.cpus if cpus is None else cpus)
+    gpus = spec.resources.gpus
     have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     if cpus > have_cpu:
         raise UserError(
