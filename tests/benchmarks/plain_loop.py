@@ -41,7 +41,7 @@ BATCH = 64  # images per step
 EVAL_BATCH = 512
 
 
-def study_yaml(size: str) -> str:
+def study_yaml(size: str, cpus: str = "1") -> str:
     """The study file of `size`, as a user would write it."""
     optimizers, lrs, wds, seeds, epochs = SIZES[size]
     entries = [
@@ -58,7 +58,7 @@ def study_yaml(size: str) -> str:
             f"lrs: {list(lrs)}",
             f"weight_decays: {list(wds)}",
             f"seeds: {list(seeds)}",
-            "resources: {cpus: 1, gpus: 0}",
+            f"resources: {{cpus: {cpus}, gpus: 0}}",
             "",
         ]
     )
@@ -133,13 +133,15 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     return time.perf_counter() - start, proc.stdout, proc.returncode
 
 
-def service(size: str, tmp: Path, extra: list[str]) -> tuple[float, list[float], int, str]:
+def service(
+    size: str, tmp: Path, extra: list[str], cpus: str
+) -> tuple[float, list[float], int, str]:
     """`run` of the size's study on a fresh SQLite file: wall time, final test accuracies of
     the finished cells, diverged count, the run's summary line."""
     from robustbench_opt.storage import Store
 
     path = tmp / f"plain_loop_{size}.yaml"
-    path.write_text(study_yaml(size))
+    path.write_text(study_yaml(size, cpus))
     url = f"sqlite:///{tmp}/{size}.db"
     cmd = [sys.executable, "-m", "robustbench_opt", "run", str(path), "--storage", url, *extra]
     wall, out, code = timed(cmd, ROOT)
@@ -155,6 +157,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="one,18,72", help="comma-separated: one, 18, 72")
     parser.add_argument("--loop", help="internal: run the plain loop of this size, print JSON")
+    parser.add_argument("--cpus", default="1", help="the studies' resources.cpus: 1 or auto")
     parser.add_argument("--run-args", default="", help="extra `run` arguments, e.g. --timings")
     args = parser.parse_args()
     if args.loop:
@@ -169,7 +172,7 @@ def main() -> int:
             if code != 0:
                 raise SystemExit(f"the plain loop exited {code}")
             loop_accs = json.loads(out.strip().splitlines()[-1])
-            wall, accs, diverged, line = service(size, Path(tmp), args.run_args.split())
+            wall, accs, diverged, line = service(size, Path(tmp), args.run_args.split(), args.cpus)
             print(f"size {size}: {len(loop_accs)} cells; {line}")
             rows.append((size, len(loop_accs), loop_wall, wall, loop_accs, accs, diverged))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
