@@ -212,7 +212,7 @@ def test_a_packed_digits_trial_has_its_unpacked_trials_per_epoch_metrics() -> No
     results = train_cells(configs, on_epoch=lambda k, r: seen.append((k, r)))
     for config, result in zip(configs, results, strict=True):
         assert_same_trial(result, run_trial(config))
-        assert any("packed" in note and "3 cells" in note for note in result.notes)
+        assert any("packed" in note and "3 cells (fused layers" in note for note in result.notes)
         assert "weight decay switched off from epoch 3" in result.notes
     assert [k for k, _ in seen] == [0, 1, 2] * 3
     assert [r.epoch for _, r in seen] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
