@@ -91,7 +91,7 @@ def plain_loop(size: str) -> list[float]:
             for wd in wds:
                 for seed in seeds:
                     torch.manual_seed(seed)
-                    model = SimpleCNN(10, 1, 8)
+                    model = SimpleCNN(10, (1, 8, 8))
                     if name == "momentum":
                         opt = torch.optim.SGD(
                             model.parameters(), lr=lr, momentum=0.9, weight_decay=wd

@@ -346,7 +346,7 @@ def test_cells_that_differ_in_more_than_lr_wd_and_seed_are_refused() -> None:
 
 
 def digits_cnn() -> nn.Module:
-    return build_model("simple_cnn", 10, 1, 8)
+    return build_model("simple_cnn", 10, (1, 8, 8))
 
 
 def plain_net() -> nn.Module:
@@ -410,7 +410,7 @@ class TwoPaths(nn.Module):
 
 @pytest.mark.parametrize(
     "make",
-    [bn_cnn, lambda: build_model("resnet20", 10, 1, 8), TwoPaths, lambda: nn.Linear(64, 10)],
+    [bn_cnn, lambda: build_model("resnet20", 10, (1, 8, 8)), TwoPaths, lambda: nn.Linear(64, 10)],
     ids=["batchnorm", "resnet20", "custom_forward", "no_flatten"],
 )
 def test_models_the_fused_layers_do_not_cover_keep_vmap(make: Callable[[], nn.Module]) -> None:
