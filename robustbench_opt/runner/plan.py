@@ -175,7 +175,7 @@ def time_training_images(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         step()  # warm-up: allocations, lazy optimizer state
@@ -183,7 +183,7 @@ def time_training_images(
         while sum(times) < CALIBRATION_SECONDS and len(times) < MAX_CALIBRATION_STEPS:
             times.append(step())
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     passes = 2 if optimizers[0].info.two_pass else 1
     return statistics.median(times) / (batch * passes * cells)
 
