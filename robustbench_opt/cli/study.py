@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import os
 import shlex
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
+from robustbench_opt.runner.timings import TIMINGS, process_start
 from robustbench_opt.spec import StudySpec, load_study
 from robustbench_opt.states import FAILED, STATES
 from robustbench_opt.storage import Store, resolve_url
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument(
+        "--timings", action="store_true", help="print where the run's wall time went, by phase"
+    )
+    p.add_argument(
         "--study-name",
         help="store under this name instead of the file's `name` (to run a changed file anew)",
     )
@@ -71,6 +75,41 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    TIMINGS.add("imports", time.time() - process_start())
+    try:
+        return _run(args)
+    finally:
+        if args.timings:
+            print(TIMINGS.table())
+
+
+def _run(args: argparse.Namespace) -> int:
+    with TIMINGS.phase("spec and plan"):
+        spec, study, url, address, store, plan = _planned(args)
+    shown = make_url(url).render_as_string(hide_password=True)  # output ends up in logs
+    if plan.to_run:
+        with TIMINGS.phase("calibration"):
+            plan.cost  # noqa: B018 (calibrates on first read)
+    _print_plan(plan, args.study_file, shown, spec, address)
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    with TIMINGS.phase("storage setup"):
+        if plan.to_run and not address:
+            # This machine trains: its data must be there before anything is written. A
+            # cluster's nodes are checked by run_plan's preflight, before any claim.
+            from robustbench_opt.data import check_data
+
+            for dataset in spec.datasets:
+                check_data(dataset, spec.data_dir, spec.download)
+        store = store or Store(url)
+    return _train(args, spec, study, url, shown, store, plan)
+
+
+def _planned(
+    args: argparse.Namespace,
+) -> tuple[StudySpec, str, str, str | None, Store | None, Plan]:
+    """The study file as the command line amends it, and the plan a run of it executes."""
     spec = load_study(args.study_file)
     data_dir = args.data_dir or spec.data_dir
     if data_dir is not None:  # absolute: Ray runs each trial in its own working directory
@@ -85,22 +124,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if address and not args.dry_run:
         check_address(address)  # before the database is opened (and a new file created)
     store = Store(url) if Store.exists(url) else None  # a new database waits for the checks
-    # The plan the run executes, exactly: a dry run computes and prints the same one.
-    cpus = functools.partial(run_cpus, address)  # asked only when there is something to run
-    plan = make_plan(store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent)
-    shown = make_url(url).render_as_string(hide_password=True)  # output ends up in logs
-    _print_plan(plan, args.study_file, shown, spec, address)
-    if args.dry_run:
-        print("dry run: nothing written")
-        return 0
-    if plan.to_run and not address:
-        # This machine trains: its data must be there before anything is written. A cluster's
-        # nodes are checked by run_plan's preflight, before any claim.
-        from robustbench_opt.data import check_data
 
-        for dataset in spec.datasets:
-            check_data(dataset, spec.data_dir, spec.download)
-    store = store or Store(url)
+    # The plan the run executes, exactly: a dry run computes and prints the same one.
+    def cpus() -> float:  # asked only when there is something to run
+        if not args.dry_run:  # Ray starts now, beside packing and calibration
+            from robustbench_opt.runner.connect import connect_early  # imports Ray
+
+            connect_early(address)
+        return run_cpus(address)
+
+    plan = make_plan(store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent)
+    return spec, study, url, address, store, plan
+
+
+def _train(
+    args: argparse.Namespace,
+    spec: StudySpec,
+    study: str,
+    url: str,
+    shown: str,
+    store: Store,
+    plan: Plan,
+) -> int:
+    """Trains the plan's cells, then prints the scores, where the results are and what failed."""
     released: list[str] = []
     if not plan.to_run:
         if plan.busy:
@@ -126,15 +172,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "were released (a rerun trains them); finished cells are kept",
                 file=sys.stderr,
             )
-    [counts] = [s for s in store.list_studies() if s.name == study]  # one GROUP BY
-    if counts.done + counts.diverged:
-        scored = score_study(store, study)
-        print_scores(scored)  # exactly what `scores STUDY` prints
-        frame = scored.cells  # read once: 10^5 rows take seconds
-    else:
-        print("no finished cells yet")
-        frame = store.cells_frame(study)
-    _print_where(study, url, shown)
+    with TIMINGS.phase("scores"):
+        [counts] = [s for s in store.list_studies() if s.name == study]  # one GROUP BY
+        if counts.done + counts.diverged:
+            scored = score_study(store, study)
+            print_scores(scored)  # exactly what `scores STUDY` prints
+            frame = scored.cells  # read once: 10^5 rows take seconds
+        else:
+            print("no finished cells yet")
+            frame = store.cells_frame(study)
+        _print_where(study, url, shown)
     failed = frame[(frame["state"] == FAILED) & ~frame["cell_id"].isin(released)]
     for row in failed.itertuples():
         print(
@@ -220,6 +267,12 @@ def _print_plan(plan: Plan, path: str, url: str, spec: StudySpec, address: str |
             f"trials: {len(plan.tasks)} (packing {spec.resources.packing}: up to "
             f"{max(sizes)} cells per trial, {shape} cells, for {plan.slots} slots {where})"
         )
+        if plan.packing_note:
+            print(f"{plan.packing_note} (cells per second against one cell alone)")
+        threads = f"{plan.trial_cpus:g} CPU{'s' * (plan.trial_cpus != 1)} (torch threads) per trial"
+        if plan.threads_basis:
+            threads += f", chosen by timing training steps: {plan.threads_basis}"
+        print(f"threads: {threads}")
         print(
             f"cost: about {duration(plan.cost.seconds)} of training, one trial after another, "
             f"before parallelism ({plan.cost.basis})"

@@ -13,6 +13,8 @@ class SimpleCNN(nn.Module):
     (32 -> 8): the classifier is sized from the image's height and width.
     """
 
+    SEQUENTIAL_CHILDREN = True  # forward applies its children in order (packs fuse it)
+
     def __init__(self, num_classes: int, shape: tuple[int, ...], hidden: int = 128):
         super().__init__()
         in_channels, height, width = shape

@@ -8,8 +8,10 @@ run (`orphans`: found as the driver's new child processes, through /proc).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -21,6 +23,36 @@ from robustbench_opt.spec import StudySpec
 
 PREFLIGHT_TIMEOUT_S = 120.0  # a node that cannot start a tiny task in this time is not usable
 _ours = False  # the Ray this process is connected to was started or joined by `connect`
+_early: list[BaseException] | None = None  # what `connect_early`'s thread raised, while pending
+_started = threading.Event()  # set when `connect_early`'s thread has connected (or failed)
+_release = threading.Event()  # set by `disconnect`: `connect_early`'s thread may end
+
+
+def connect_early(address: str | None) -> None:
+    """Starts `connect(address)` in a background thread, so that Ray starts while the driver
+    plans and calibrates; the next `connect` waits for it (and raises what it raised)."""
+    global _early
+    if _early is not None or ray.is_initialized():
+        return
+    errors: list[BaseException] = []
+    _started.clear()
+    _release.clear()
+
+    def start() -> None:
+        try:
+            _connect(address)
+        except BaseException as err:  # re-raised by `connect`, in the caller's thread
+            errors.append(err)
+        _started.set()
+        # Ray's processes die with the thread that started them (their parent-death signal
+        # fires when that thread ends), so this thread lives until `disconnect`.
+        _release.wait()
+
+    # Ray warns that a thread other than the main one sets no SIGTERM handler: Ray's handler
+    # only exits, and a run's own (`interrupt`) is installed while trials run.
+    logging.getLogger("ray._private.worker").setLevel(logging.ERROR)
+    _early = errors
+    threading.Thread(target=start, daemon=True).start()
 
 
 def connect(address: str | None) -> bool:
@@ -31,6 +63,16 @@ def connect(address: str | None) -> bool:
     A local Ray first ends what earlier killed drivers left (`orphans.reap`, one stderr line)
     and records its own processes for the next run to end if this driver is killed.
     """
+    global _early
+    if _early is not None:
+        errors, _early = _early, None
+        _started.wait()
+        if errors:
+            raise errors[0]
+    return _connect(address)
+
+
+def _connect(address: str | None) -> bool:
     global _ours
     if ray.is_initialized():
         return _ours
@@ -67,6 +109,7 @@ def disconnect() -> None:
     """Shuts down the Ray that `connect` started or joined; its processes need no record."""
     global _ours
     ray.shutdown()
+    _release.set()
     orphans.forget()
     _ours = False
 

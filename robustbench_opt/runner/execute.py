@@ -26,6 +26,7 @@ from robustbench_opt.runner.feed import TaskFeed
 from robustbench_opt.runner.interrupt import CTRL_C
 from robustbench_opt.runner.plan import Plan, ray_address
 from robustbench_opt.runner.recorder import Heartbeat, Recorder
+from robustbench_opt.runner.timings import TIMINGS
 from robustbench_opt.spec import StudySpec, spec_hash
 from robustbench_opt.states import FAILED
 from robustbench_opt.storage import Store
@@ -64,20 +65,25 @@ def run_plan(
     (default: stderr).
     """
     started = time.perf_counter()
-    ray_started = connect(address)
+    with TIMINGS.phase("Ray start"):
+        ray_started = connect(address)
     try:
-        resources = worker.trial_resources(spec, plan.configs)
-        if ray_address(address):
-            preflight(spec)
-        store.register_study(
-            plan.study, plan.spec, spec_hash(plan.spec), plan.cells, grown=plan.grown
-        )
-        run_id = store.start_run(plan.study)
+        with TIMINGS.phase("Ray start"):
+            resources = worker.trial_resources(spec, plan.configs, plan.trial_cpus)
+            if ray_address(address):
+                preflight(spec)
+        with TIMINGS.phase("storage setup"):
+            store.register_study(
+                plan.study, plan.spec, spec_hash(plan.spec), plan.cells, grown=plan.grown
+            )
+            run_id = store.start_run(plan.study)
         beat = Heartbeat(store, run_id)
         try:
-            outcome = Outcome(recovered=store.recover_stale(plan.study).failed)
+            with TIMINGS.phase("storage setup"):
+                outcome = Outcome(recovered=store.recover_stale(plan.study).failed)
             feed = TaskFeed(store, plan.study, run_id, plan.tasks, plan.configs)
             recorder = Recorder(store, plan.study, len(plan.configs), progress or sys.stderr, feed)
+            fit_start = time.time()
             try:
                 _fit(
                     feed,
@@ -89,6 +95,10 @@ def run_plan(
                 )
             except KeyboardInterrupt:
                 outcome.interrupted = CTRL_C.caught or "Ctrl-C"
+            fit_seconds = time.time() - fit_start
+            ready = min(recorder.ready_at or [time.time()]) - fit_start
+            TIMINGS.add("first worker ready", max(0.0, ready))
+            TIMINGS.add("trials", fit_seconds - max(0.0, ready))
             recorder.close()
             outcome.claimed = list(feed.claimed)
             outcome.tasks = feed.handed_out
@@ -96,12 +106,14 @@ def run_plan(
             outcome.failed, outcome.retried = recorder.failed, recorder.retried
             outcome.trial_seconds = recorder.trial_seconds
         finally:
-            beat.stop()
-            released = store.release(run_id)
+            with TIMINGS.phase("shutdown"):
+                beat.stop()
+                released = store.release(run_id)
         outcome.released = released
     finally:
         if ray_started:
-            disconnect()
+            with TIMINGS.phase("shutdown"):
+                disconnect()
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
 

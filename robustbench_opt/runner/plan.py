@@ -5,6 +5,7 @@ the cost. `run --dry-run` prints the plan and `run` prints and executes the same
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -28,6 +29,7 @@ MAX_DIFF_LINES = 8  # changes named in a refusal
 CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
 CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
 MAX_CALIBRATION_STEPS = 50
+PACK_PAYS = 1.0  # `packing: auto` packs when a pack trains at least this x the cells per second
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
 
@@ -52,6 +54,9 @@ class Plan:
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
     timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
+    packing_note: str | None = None  # what `packing: auto` measured and chose
+    trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
+    threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -133,13 +138,15 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     return epochs_to_run(config.recipe, two_pass) * (trained + evaluated) * image_seconds
 
 
-def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> float:
+def time_training_images(
+    config: TrialConfig, steps: int, cells: int = 1, threads: int = 1
+) -> float:
     """Seconds per trained image and cell on this machine: the median of at least `steps` timed
     training steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of `cells` cells
     of the config's kind, built and stepped as a trial builds and steps them (`build_cells`;
     one `Pack` when more than one, else the cell's own module with its memory format and
-    autocast; not compiled), on random images of its data set's shape, on one CPU thread as a
-    1-CPU trial."""
+    autocast; not compiled), on random images of its data set's shape, on `threads` CPU
+    threads (default one, as a 1-CPU trial)."""
     import torch
 
     from robustbench_opt.trial.build import build_cells, pack_configs
@@ -169,7 +176,7 @@ def time_training_images(config: TrialConfig, steps: int, cells: int = 1) -> flo
         return time.perf_counter() - start
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         step()  # warm-up: allocations, lazy optimizer state
         times = [step() for _ in range(steps)]
@@ -189,6 +196,7 @@ def make_plan(
     cpus: Callable[[], float] | None = None,
     max_concurrent: int | None = None,
     timer: StepTimer | None = None,
+    thread_timer: ThreadTimer | None = None,
 ) -> Plan:
     """Checks `spec` against what `study` was registered with, lists the cells to train and
     the tasks to train them in (packs sized for `slots_for` trials at once).
@@ -196,7 +204,9 @@ def make_plan(
     A changed study file under an existing name is a UserError naming the changes. `store`
     None means the database does not exist yet. `cpus` says how many CPUs the run's Ray has
     (default `local_cpus`: a local Ray is started with them); it is asked only when there is
-    something to run. `max_concurrent` is `run --max-concurrent`.
+    something to run. `max_concurrent` is `run --max-concurrent`. With `resources.cpus: auto`
+    the CPUs per trial are chosen from timed steps at 1, 2, 4, ... threads (`choose_threads`;
+    `thread_timer`, default `time_threads`).
     """
     spec_dict = spec.to_dict()
     states: dict[str, str] = {}
@@ -229,9 +239,80 @@ def make_plan(
     plan.grown = grown
     plan.max_concurrent = max_concurrent or spec.max_concurrent
     if to_run:
-        plan.slots = slots_for(spec, plan.max_concurrent, (cpus or local_cpus)())
+        have = (cpus or local_cpus)()
+        plan.trial_cpus = 1.0 if spec.resources.cpus == "auto" else float(spec.resources.cpus)
+        if spec.resources.cpus == "auto" and to_run[0].device != "cuda" and have > 1:
+            rates = {t: (thread_timer or time_threads)(to_run[0], t) for t in thread_counts(have)}
+            plan.trial_cpus = float(choose_threads(rates, len(to_run), int(have)))
+            plan.threads_basis = ", ".join(
+                f"{t} thread{'s' * (t > 1)} {rate * 1e3:.2g} ms per image"
+                for t, rate in rates.items()
+            )
+        plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
         plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
+        largest = max(plan.tasks, key=len)
+        if spec.resources.packing == "auto" and len(largest) > 1:
+            plan.timer = _remembered(timer or time_training_images)  # the cost reuses it
+            config = plan.configs[plan.tasks[0][0]]
+            speedup = pack_speedup(config, len(largest), plan.timer)
+            measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {_device_kind(config)}"
+            if speedup < PACK_PAYS:
+                off = dataclasses.replace(spec.resources, packing="off")
+                plan.tasks = make_tasks(plan.configs, off, plan.slots)
+                plan.packing_note = f"packing off: {measured}"
+            else:
+                plan.packing_note = f"packing on: {measured}"
     return plan
+
+
+def pack_speedup(config: TrialConfig, cells: int, timer: StepTimer) -> float:
+    """Cells per second of a pack of `cells` cells of `config`'s kind over one cell alone, from
+    `timer`'s short calibration on this machine (`time_training_images`)."""
+    return timer(config, CALIBRATION_STEPS, 1) / timer(config, CALIBRATION_STEPS, cells)
+
+
+def _remembered(timer: StepTimer) -> StepTimer:
+    """`timer`, timing each (config, steps, cells) once: the pack probe and the cost share it."""
+    seen: dict[tuple[str, int, int], float] = {}
+
+    def timed(config: TrialConfig, steps: int, cells: int) -> float:
+        key = (repr(config), steps, cells)
+        if key not in seen:
+            seen[key] = timer(config, steps, cells)
+        return seen[key]
+
+    return timed
+
+
+def _device_kind(config: TrialConfig) -> str:
+    from robustbench_opt.trial.device import pick_device  # imports torch
+
+    return pick_device(config.device).type
+
+
+# (config, threads) -> seconds per trained image on that many torch threads; tests inject one
+ThreadTimer = Callable[[TrialConfig, int], float]
+
+
+def time_threads(config: TrialConfig, threads: int) -> float:
+    """Seconds per trained image of one cell of `config`'s kind on `threads` torch threads."""
+    return time_training_images(config, CALIBRATION_STEPS, 1, threads)
+
+
+def thread_counts(cpus: float) -> list[int]:
+    """Threads per trial worth timing on `cpus` CPUs: 1, 2, 4, ... up to `cpus`."""
+    counts = [1]
+    while counts[-1] * 2 <= cpus:
+        counts.append(counts[-1] * 2)
+    return counts
+
+
+def choose_threads(rates: dict[int, float], cells: int, cpus: int) -> int:
+    """Threads per trial that finish `cells` one-cell trials soonest on `cpus` CPUs: with t
+    threads, cpus // t trials run at once, in ceil(cells / (cpus // t)) rounds of `rates[t]`
+    each (seconds per image: the rounds' relative length); the fewest threads on a tie (more
+    trials at once)."""
+    return min(rates, key=lambda t: (math.ceil(cells / max(1, cpus // t)) * rates[t], t))
 
 
 def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -250,10 +331,13 @@ def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -
     return True
 
 
-def slots_for(spec: StudySpec, max_concurrent: int | None, cpus: float) -> int:
+def slots_for(
+    spec: StudySpec, max_concurrent: int | None, cpus: float, per_trial: float | None = None
+) -> int:
     """Trials a run has at once: `max_concurrent` when set (the command line's, else the
-    study's), else as many as `cpus` hold at the study's CPUs per trial."""
-    return max_concurrent or max(1, int(cpus // spec.resources.cpus))
+    study's), else as many as `cpus` hold at `per_trial` CPUs per trial (default the study's)."""
+    per_trial = float(spec.resources.cpus) if per_trial is None else per_trial
+    return max_concurrent or max(1, int(cpus // per_trial))
 
 
 def run_cpus(address: str | None) -> float:

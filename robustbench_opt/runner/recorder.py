@@ -28,6 +28,7 @@ from robustbench_opt.runner import orphans
 from robustbench_opt.runner.feed import TaskFeed
 from robustbench_opt.runner.interrupt import atomic
 from robustbench_opt.runner.plan import duration
+from robustbench_opt.runner.timings import TIMINGS
 from robustbench_opt.states import DIVERGED, DONE, FAILED
 from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
 
@@ -51,6 +52,8 @@ class Recorder(tune.Callback):
         self.started = time.monotonic()
         self.tty = stream.isatty()
         self.logged_at, self.logged_finished = -math.inf, -1  # last line off a terminal
+        self.ready_at: list[float] = []  # epoch seconds each trial's worker began it
+        self.task_ready: set[str] = set()  # Ray trial ids with their `ready_at` taken
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config for restores, which we never do: drop the live handles."""
@@ -60,16 +63,24 @@ class Recorder(tune.Callback):
     @atomic
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         orphans.refresh()  # the trial's worker joins this run's record of Ray processes
-        for cell_id in trial.config["cells"]:
-            self.store.record_start(self.study, cell_id)
-            self.running.add(cell_id)
+        with TIMINGS.phase("recording"):
+            for cell_id in trial.config["cells"]:
+                self.store.record_start(self.study, cell_id)
+                self.running.add(cell_id)
         self._show()
 
     @atomic
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        with TIMINGS.phase("recording"):
+            self._record(trial, result)
+
+    def _record(self, trial: Any, result: dict) -> None:
         cell_id = result.get("cell")
+        if "rbo_ready" in result and trial.trial_id not in self.task_ready:
+            self.task_ready.add(trial.trial_id)
+            self.ready_at.append(float(result["rbo_ready"]))
         if "rbo_epoch" in result:
             record = EpochRecord(**json.loads(result["rbo_epoch"]))
             self.store.record_epoch(self.study, cell_id, record)

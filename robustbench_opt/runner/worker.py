@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,30 +33,44 @@ RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
 def default_trial_fn(
     configs: list[TrialConfig], on_epoch: EpochHook, on_result: ResultHook
 ) -> None:
-    """Trains a task's cells with the trial engine (torch is imported in the worker only)."""
+    """Trains a task's cells with the trial engine (torch is imported in the worker only), on
+    as many torch threads as the trial was given CPUs."""
+    import torch
+
     from robustbench_opt.trial.engine import train_cells
 
+    given = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if given:
+        torch.set_num_threads(max(1, int(given)))
     train_cells(configs, on_epoch, on_result)
 
 
 def trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: TrialFn) -> None:
     """One Tune trial (worker side): `trial_fn` trains one cell or a pack, reported per cell."""
+    ready = time.time()  # this worker is up and running the trial (`run --timings`)
     ids, shared = params["cells"], groups[params["group"]]
     cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
 
     def on_epoch(k: int, record: EpochRecord) -> None:
-        tune.report({"cell": ids[k], "rbo_epoch": json.dumps(dataclasses.asdict(record))})
+        epoch = json.dumps(dataclasses.asdict(record))
+        tune.report({"cell": ids[k], "rbo_epoch": epoch, "rbo_ready": ready})
 
     def on_result(k: int, result: TrialResult) -> None:
-        tune.report({"cell": ids[k], "rbo_result": json.dumps(result.to_dict())})
+        tune.report(
+            {"cell": ids[k], "rbo_result": json.dumps(result.to_dict()), "rbo_ready": ready}
+        )
 
     trial_fn(cells, on_epoch, on_result)
 
 
-def trial_resources(spec: StudySpec, configs: dict[str, TrialConfig]) -> RayResources:
-    """Ray resources per trial; refuses what the cluster could never schedule."""
+def trial_resources(
+    spec: StudySpec, configs: dict[str, TrialConfig], cpus: float | None = None
+) -> RayResources:
+    """Ray resources per trial (`cpus`: the plan's CPUs per trial, default the study's);
+    refuses what the cluster could never schedule."""
     cluster = ray.cluster_resources()
-    cpus, gpus = float(spec.resources.cpus), spec.resources.gpus
+    cpus = float(spec.resources.cpus if cpus is None else cpus)
+    gpus = spec.resources.gpus
     have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     if cpus > have_cpu:
         raise UserError(

@@ -342,7 +342,12 @@ def registries(src: Source, spec: StudySpec) -> None:
 # --- resources --------------------------------------------------------------------------------
 
 
-def cpus(src: Source, value: Any, key: Key) -> float:
+def cpus(src: Source, value: Any, key: Key) -> float | str:
+    """CPUs (threads) per trial, or "auto" (the run measures which split of the CPUs is fastest)."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise src.error(key, f"expected cpus > 0 or auto, got {value!r}")
     count = number(src, value, key)
     if count <= 0:
         raise src.error(key, f"expected cpus > 0, got {count}")

@@ -94,7 +94,7 @@ class Space:
 class Resources:
     """What one trial asks the scheduler for."""
 
-    cpus: float = 1.0
+    cpus: float | Literal["auto"] = 1.0  # "auto": the plan measures threads per trial
     gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.memory decides
     packing: int | Literal["auto", "off"] = "auto"  # cells trained as one pack (one trial)
 

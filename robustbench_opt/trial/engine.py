@@ -194,11 +194,11 @@ class Trial:
             self.stepper = Pack(
                 [cell.model for cell in built], context, recipe.compile, recipe.label_smoothing
             )
-            shared.insert(0, f"packed: trained in one process with {k} cells (torch.func vmap, "
-                          "one fused forward/backward per step; wall_seconds and epoch seconds "
-                          "are the pack's)")  # fmt: skip
+            shared.insert(0, f"packed: trained in one process with {k} cells ("
+                          f"{self.stepper.path}, one fused forward/backward per step; "
+                          "wall_seconds and epoch seconds are the pack's)")  # fmt: skip
             if recipe.channels_last:
-                shared.append("channels_last ignored: not applied to a packed (vmapped) model")
+                shared.append("channels_last ignored: not applied to a packed model")
             if recipe.compile:
                 shared.append("compile: the fused (vmapped) forward is compiled once per pack size")
         if autocast_note:

@@ -14,12 +14,16 @@ from robustbench_opt.runner import plan as plan_module
 from robustbench_opt.runner.plan import (
     CALIBRATION_STEPS,
     cell_seconds,
+    choose_threads,
     estimate_cost,
     local_cpus,
     make_plan,
+    thread_counts,
     time_training_images,
 )
+from robustbench_opt.runner.plan import pack_speedup as real_pack_speedup
 from robustbench_opt.spec import load_study
+from robustbench_opt.trial.device import pick_device
 
 
 def _plan(make_study, **extra: object):  # noqa: ANN202
@@ -152,3 +156,74 @@ def test_local_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path, monkeypat
 def test_too_few_cpus_still_plan_one_slot(make_study, cpus) -> None:
     spec = load_study(make_study("one", [0.1]))
     assert make_plan(None, spec, "one", cpus=lambda: cpus).slots == 1
+
+
+def _rates(alone: float, packed: float, asked: list[int]):  # noqa: ANN202
+    """A calibration timer: seconds per image and cell alone and in any pack."""
+
+    def timer(config, steps, cells):  # noqa: ANN001, ANN202
+        asked.append(cells)
+        return alone if cells == 1 else packed
+
+    return timer
+
+
+@pytest.mark.parametrize(
+    ("packed", "sizes", "note"),
+    [
+        (1e-3 / 0.9, [1] * 8, "packing off: a pack of 4 measured 0.9x on "),
+        (1e-3 / 2.5, [4, 4], "packing on: a pack of 4 measured 2.5x on "),
+    ],
+    ids=["does_not_pay", "pays"],
+)
+def test_packing_auto_packs_only_where_the_probe_measures_that_a_pack_pays(
+    make_study, monkeypatch, packed, sizes, note
+) -> None:
+    monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)  # not the suite's stub
+    spec = load_study(make_study("auto", [0.1, 0.01, 0.001, 0.0001]))
+    asked: list[int] = []
+    plan = make_plan(None, spec, "auto", cpus=lambda: 1, timer=_rates(1e-3, packed, asked))
+    assert [len(task) for task in plan.tasks] == sizes  # 2 optimizers x 4 cells, 1 slot
+    assert plan.packing_note == note + pick_device(None).type  # where the plan is made
+    assert sorted(c for task in plan.tasks for c in task) == sorted(plan.configs)
+    plan.cost  # noqa: B018 - the cost estimate reuses the probe's timings
+    assert sorted(asked) == [1, 4]
+
+
+def test_fixed_packing_is_not_probed(make_study, monkeypatch) -> None:
+    monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)
+    spec = load_study(make_study("fixed", [0.1, 0.01, 0.001, 0.0001]))
+    fixed = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, packing=4))
+    plan = make_plan(None, fixed, "fixed", cpus=lambda: 1, timer=lambda *_: 1 / 0)
+    assert [len(task) for task in plan.tasks] == [4, 4] and plan.packing_note is None
+
+
+def test_choose_threads_finishes_the_cells_soonest() -> None:
+    """rounds of trials x seconds per image: one cell on 2 CPUs takes both threads when they
+    are faster; many cells run one thread each unless 2 threads more than halve the time."""
+    assert choose_threads({1: 1.0, 2: 0.6}, cells=1, cpus=2) == 2  # 1 round either way
+    assert choose_threads({1: 1.0, 2: 0.6}, cells=18, cpus=2) == 1  # 9 rounds x 1 < 18 x 0.6
+    assert choose_threads({1: 1.0, 2: 0.4}, cells=18, cpus=2) == 2  # 18 x 0.4 < 9 x 1
+    assert choose_threads({1: 1.0, 2: 1.0}, cells=1, cpus=2) == 1  # a tie: fewer threads
+    assert thread_counts(1) == [1] and thread_counts(6) == [1, 2, 4]
+
+
+def test_cpus_auto_takes_the_threads_per_trial_from_the_timer(make_study) -> None:
+    """`resources.cpus: auto`: the plan times 1, 2, 4 threads (injected), picks the split of
+    the CPUs that finishes soonest, sizes its slots for it and says how it chose."""
+    spec = load_study(make_study("auto", [0.1]))
+    auto = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, cpus="auto"))
+    asked: list[int] = []
+
+    def timer(config: TrialConfig, threads: int) -> float:
+        asked.append(threads)
+        return {1: 1e-3, 2: 0.4e-3, 4: 0.3e-3}[threads]
+
+    plan = make_plan(None, auto, "auto", cpus=lambda: 4, thread_timer=timer)
+    # 2 cells: 4 threads -> 2 rounds x 0.3; 2 threads -> 1 round x 0.4; 1 -> 1 x 1.0
+    assert asked == [1, 2, 4] and plan.trial_cpus == 2.0 and plan.slots == 2
+    assert plan.threads_basis == (
+        "1 thread 1 ms per image, 2 threads 0.4 ms per image, 4 threads 0.3 ms per image"
+    )
+    fixed = make_plan(None, spec, "auto", cpus=lambda: 4, thread_timer=timer)
+    assert fixed.trial_cpus == 1.0 and fixed.threads_basis == "" and len(asked) == 3
