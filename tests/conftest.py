@@ -110,6 +110,16 @@ def float64() -> Iterator[None]:
     torch.set_default_dtype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def packs_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`packing: auto` plans as if every pack paid: its probe times real training steps, which
+    would make the plans of tests depend on the machine's load (tests of the probe itself
+    put the real one back)."""
+    from robustbench_opt.runner import plan
+
+    monkeypatch.setattr(plan, "pack_speedup", lambda config, cells, timer: 2.0)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[_PostgresServer | None]:
     """A running PostgreSQL server for the session, or None when it cannot be had."""

@@ -433,21 +433,20 @@ def _writable(output: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from robustbench_opt.report import render_report, study_figures, write_pngs
+    from robustbench_opt.report import render_report, write_pngs
+    from robustbench_opt.report.sections import report_figures
 
-    store = _store(args.storage)
+    scored = score_study(_store(args.storage), args.study, args.metric, epochs=True)
     if args.format == "png":
-        loaded = load_study(store, args.study, args.metric, epochs=True)
         folder = Path(args.output or f"{_safe_stem(args.study)}-figures")
-        figures = study_figures(loaded.cells, loaded.epochs, args.metric, loaded.chance)
+        figures = {key: fig for key, (_, fig) in report_figures(scored).items()}
         print(f"wrote {len(write_pngs(figures, folder))} PNG files into {folder}")
         return 0
-    scored = score_study(store, args.study, args.metric, epochs=True)
     path = _writable(args.output or f"{_safe_stem(args.study)}-report.html")
     path.write_text(render_report(scored), encoding="utf-8")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")
     if args.figures:
-        figures = study_figures(scored.cells, scored.epochs, args.metric, scored.chance)
+        figures = {key: fig for key, (_, fig) in report_figures(scored).items()}
         print(f"wrote {len(write_pngs(figures, args.figures))} PNG files into {args.figures}")
     return 0
 

@@ -271,6 +271,8 @@ def _print_plan(plan: Plan, path: str, url: str, spec: StudySpec, address: str |
         if plan.threads_basis:
             threads += f", chosen by timing training steps: {plan.threads_basis}"
         print(f"threads: {threads}")
+        if plan.packing_note:
+            print(f"{plan.packing_note} (cells per second against one cell alone)")
         print(
             f"cost: about {duration(plan.cost.seconds)} of training, one trial after another, "
             f"before parallelism ({plan.cost.basis})"

@@ -3,7 +3,8 @@
 Longer than 400 lines: it holds every augmentation's batched twin of torchvision's, each small
 and tested against it, which belong together.
 
-The training split lives on the training device as one uint8 NCHW tensor. Each epoch draws a
+The training split lives on the training device as one uint8 tensor (N, C, H, W images, or
+N, C, L sequences, which take no augmentation: `datasets.check_augmentation`). Each epoch draws a
 seeded permutation and augments whole batches there, stage by stage in `recipe.augment` order
 (uint8 -> uint8), with the same distributions as the per-image transforms of `data.transforms`:
 
@@ -39,6 +40,7 @@ from torchvision.transforms.v2 import functional as TF
 from robustbench_opt.config import Recipe
 from robustbench_opt.data.splits import DataSplits, check_batch_size, normalisation
 from robustbench_opt.data.transforms import crop_padding
+from robustbench_opt.datasets import check_augmentation
 from robustbench_opt.errors import unknown
 
 # The operation set and magnitude ranges come from torchvision itself, so they cannot drift.
@@ -365,6 +367,7 @@ def device_batches(
     `loader.torchvision_batches`: a seeded permutation, full batches only, batched augmentation;
     targets are int64 labels, or soft labels [B, K] for a CutMixed batch."""
     check_batch_size(splits, recipe.batch_size)
+    check_augmentation(splits.name, splits.shape, recipe.augment, recipe.cutmix_prob)
     for name in recipe.augment:
         if name not in STAGES:
             raise unknown("augmentation", name, STAGES, "fix the recipe's augment list")

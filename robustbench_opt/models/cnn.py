@@ -12,6 +12,8 @@ class SimpleCNN(nn.Module):
     padding keeps it valid on 8x8 digits (8 -> 4 -> 2) as well as on 32x32 CIFAR (32 -> 8).
     """
 
+    SEQUENTIAL_CHILDREN = True  # forward applies its children in order (packs fuse it)
+
     def __init__(self, num_classes: int, in_channels: int, image_size: int, hidden: int = 128):
         super().__init__()
         side = image_size // 4  # two 2x2 max-pools

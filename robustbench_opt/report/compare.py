@@ -15,8 +15,9 @@ from robustbench_opt.analysis.scores import MEASURES
 from robustbench_opt.report.html import CSP, PLOT_CONFIG, STYLE, html_table
 
 
-def profile_figure(profiles: pd.DataFrame, measure: str) -> go.Figure:
-    """Performance profiles as step lines: share of studies within tau x the best."""
+def profile_figure(profiles: pd.DataFrame, measure: str, over: str = "studies") -> go.Figure:
+    """Performance profiles as AlgoPerf draws them: step lines of the share of `over` (studies
+    or workloads) on which the optimizer is within tau x the best."""
     taus = [float(c.split()[1]) for c in profiles.columns]
     fig = go.Figure()
     for name, row in profiles.iterrows():
@@ -29,8 +30,8 @@ def profile_figure(profiles: pd.DataFrame, measure: str) -> go.Figure:
                 name=html.escape(str(name)),
             )  # fmt: skip
         )
-    fig.update_xaxes(title_text="tau (ratio to the study's best)", type="log")
-    fig.update_yaxes(title_text="studies within tau x the best (%)", range=[-5, 105])
+    fig.update_xaxes(title_text="tau (ratio to the best)", type="log")
+    fig.update_yaxes(title_text=f"{over} within tau x the best (%)", range=[-5, 105])
     fig.update_layout(title_text=f"Performance profiles on {MEASURES[measure].label}", height=420)
     return fig
 

@@ -6,13 +6,12 @@ import html
 from datetime import datetime, timezone
 
 import pandas as pd
-import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from robustbench_opt.analysis.display import scores_display, scores_notes
+from robustbench_opt.analysis.scores import lr_wd_grid
 from robustbench_opt.analysis.study import ScoredStudy
 from robustbench_opt.analysis.verdict import verdict_lines
-from robustbench_opt.report.figures import study_figures
 from robustbench_opt.states import STATES
 
 STYLE = """
@@ -25,13 +24,15 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #f0f0f0; }
 td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
 .note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
+.warning { color: #8a4b00; font-size: 0.9em; margin: 0.2em 0; }
+#cross { background: #f7f7f2; border-left: 4px solid #868e96; padding: 0.3em 1em; }
 """
 # Nothing may load from anywhere: scripts and styles are inline, images are data:/blob: only.
+PLOT_CONFIG = {"responsive": True, "displaylogo": False}
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
     "img-src data: blob:; font-src data:"
 )
-PLOT_CONFIG = {"responsive": True, "displaylogo": False}
 
 
 def html_table(frame: pd.DataFrame) -> str:
@@ -64,27 +65,34 @@ def render_report(
         raise ValueError("render_report needs the study's epochs: score_study(..., epochs=True)")
     study, cells, metric, chance = scored.name, scored.cells, scored.metric, scored.chance
     scores, boots, ci = scored.scores, scored.boots, scored.intervals
-    shown = scores_display(scores, ci)
+    space = not lr_wd_grid(cells)
+    shown = scores_display(scores, ci, space=space)
     verdict = "".join(
         f"<p>{html.escape(line)}</p>"
         for line in verdict_lines(scores, boots, ci, level=scored.level)
     )
-    figures = study_figures(cells, scored.epochs, metric, chance)
-    divs = "\n".join(
-        f"<h2>{html.escape(title)}</h2>\n"
-        + pio.to_html(
-            fig, full_html=False, include_plotlyjs=False, config=PLOT_CONFIG, div_id=f"fig-{key}"
-        )  # fmt: skip
-        for key, (title, fig) in {
-            "heatmaps": ("Heatmaps", figures["heatmaps"]),
-            "accuracy_vs_lr": ("Accuracy against learning rate", figures["accuracy_vs_lr"]),
-            "learning_curves": ("Learning curves", figures["learning_curves"]),
-            "expected_best": ("Expected best against budget", figures["expected_best"]),
-        }.items()
+    from robustbench_opt.report.sections import (
+        axes_tables,
+        cross_section,
+        figure_div,
+        pair_picker,
+        report_figures,
+    )  # fmt: skip
+
+    figures = report_figures(scored)
+    divs = pair_picker(figures, scored) + "\n".join(
+        f"<h2>{html.escape(title)}</h2>\n{figure_div(key, fig)}"
+        for key, (title, fig) in figures.items()
+        if not key.startswith("pair-") and key != "profiles"
     )
+    # A space's figures read off its per-axis table; an lr x wd grid keeps its heatmaps first.
+    tables_first, tables_last = (axes_tables(scored), "") if space else ("", axes_tables(scored))
+    cross = cross_section(scored)
+    if scored.cross is not None:
+        cross += figure_div("profiles", figures["profiles"][1])
     notes = "".join(
         f'<p class="note">{html.escape(n)}</p>'
-        for n in scores_notes(metric, chance, _over(ci), scored.level, scored.resamples)
+        for n in scores_notes(metric, chance, _over(ci), scored.level, scored.resamples, space)
     )
     name = html.escape(study)
     refresh = (
@@ -104,8 +112,12 @@ def render_report(
 <h2>Robustness scores</h2>
 <div class="fits">{html_table(shown)}</div>
 <details><summary>Every measure</summary>
-<div class="fits">{html_table(scores_display(scores, ci, wide=True))}</div></details>
+<div class="fits">{html_table(scores_display(scores, ci, wide=True, space=space))}</div>
+</details>
 {notes}
+{cross}
+{tables_first}
 {divs}
+{tables_last}
 </body></html>
 """

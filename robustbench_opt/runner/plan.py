@@ -5,6 +5,7 @@ the cost. `run --dry-run` prints the plan and `run` prints and executes the same
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -28,6 +29,7 @@ MAX_DIFF_LINES = 8  # changes named in a refusal
 CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
 CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
 MAX_CALIBRATION_STEPS = 50
+PACK_PAYS = 1.0  # `packing: auto` packs when a pack trains at least this x the cells per second
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
 
@@ -54,6 +56,7 @@ class Plan:
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
+    packing_note: str | None = None  # what `packing: auto` measured and chose
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -247,6 +250,18 @@ def make_plan(
             )
         plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
         plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
+        largest = max(plan.tasks, key=len)
+        if spec.resources.packing == "auto" and len(largest) > 1:
+            plan.timer = _remembered(timer or time_training_images)  # the cost reuses it
+            config = plan.configs[plan.tasks[0][0]]
+            speedup = pack_speedup(config, len(largest), plan.timer)
+            measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {_device_kind(config)}"
+            if speedup < PACK_PAYS:
+                off = dataclasses.replace(spec.resources, packing="off")
+                plan.tasks = make_tasks(plan.configs, off, plan.slots)
+                plan.packing_note = f"packing off: {measured}"
+            else:
+                plan.packing_note = f"packing on: {measured}"
     return plan
 
 
@@ -273,6 +288,31 @@ def choose_threads(rates: dict[int, float], cells: int, cpus: int) -> int:
     each (seconds per image: the rounds' relative length); the fewest threads on a tie (more
     trials at once)."""
     return min(rates, key=lambda t: (math.ceil(cells / max(1, cpus // t)) * rates[t], t))
+
+
+def pack_speedup(config: TrialConfig, cells: int, timer: StepTimer) -> float:
+    """Cells per second of a pack of `cells` cells of `config`'s kind over one cell alone, from
+    `timer`'s short calibration on this machine (`time_training_images`)."""
+    return timer(config, CALIBRATION_STEPS, 1) / timer(config, CALIBRATION_STEPS, cells)
+
+
+def _remembered(timer: StepTimer) -> StepTimer:
+    """`timer`, timing each (config, steps, cells) once: the pack probe and the cost share it."""
+    seen: dict[tuple[str, int, int], float] = {}
+
+    def timed(config: TrialConfig, steps: int, cells: int) -> float:
+        key = (repr(config), steps, cells)
+        if key not in seen:
+            seen[key] = timer(config, steps, cells)
+        return seen[key]
+
+    return timed
+
+
+def _device_kind(config: TrialConfig) -> str:
+    from robustbench_opt.trial.device import pick_device  # imports torch
+
+    return pick_device(config.device).type
 
 
 def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -107,7 +107,7 @@ def train_cells(
     # Decide the data path once: the auto rule reads free device memory, which this trial's
     # own data, model and activations then take, so asking again each epoch could flip it.
     on_device = use_device_path(splits, first.recipe, device)
-    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    shape = splits.shape
     hooks = _Hooks(on_epoch, on_result, on_batch)
     reason = probe(first, splits.num_classes, shape, device) if len(configs) > 1 else None
     if reason is None:
@@ -168,8 +168,7 @@ class Trial:
         k = len(configs)
         context, autocast_note = autocast(recipe, device)
         channels_last = k == 1 and use_channels_last(recipe, device)
-        shape = (splits.in_channels, splits.image_size, splits.image_size)
-        built = build_cells(configs, splits.num_classes, shape, device)
+        built = build_cells(configs, splits.num_classes, splits.shape, device)
         self.runtime: dict[str, Any] = {
             "pack_size": k,
             "data_on_device": on_device,
@@ -190,11 +189,11 @@ class Trial:
             self.stepper = Pack(
                 [cell.model for cell in built], context, recipe.compile, recipe.label_smoothing
             )
-            shared.insert(0, f"packed: trained in one process with {k} cells (torch.func vmap, "
-                          "one fused forward/backward per step; wall_seconds and epoch seconds "
-                          "are the pack's)")  # fmt: skip
+            shared.insert(0, f"packed: trained in one process with {k} cells ("
+                          f"{self.stepper.path}, one fused forward/backward per step; "
+                          "wall_seconds and epoch seconds are the pack's)")  # fmt: skip
             if recipe.channels_last:
-                shared.append("channels_last ignored: not applied to a packed (vmapped) model")
+                shared.append("channels_last ignored: not applied to a packed model")
             if recipe.compile:
                 shared.append("compile: the fused (vmapped) forward is compiled once per pack size")
         if autocast_note:

@@ -3,7 +3,7 @@
 - `Pack` stacks the cells' parameters and buffers (`torch.func.stack_module_state`) and
   re-points every cell model's tensors at its slice of the stack (`.data`), so each cell's
   optimizer updates its slice in place and keeps its state and param groups untouched.
-- One step = one `vmap(functional_call)` forward over the K per-cell batches, one backward of
+- One step = one fused forward over the K per-cell batches, one backward of
   the summed per-cell losses (cell k's gradient is exactly d loss_k / d w_k), each slice's
   `.grad` set from the stacked gradient, then each cell's ordinary `optimizer.step()`. BatchNorm
   running statistics are stacked buffers passed to `functional_call`; vmap updates each cell's
@@ -13,6 +13,9 @@
 - A cell that leaves (it diverged or stopped early) gets its own copy of its tensors back and
   the stack is rebuilt from the remaining cells (`restack`): masking would keep paying its
   forward/backward and let its BatchNorm statistics drift after it stopped.
+- The fused forward is `fused.FusedNet` (grouped convolutions and batched matmuls in a
+  contiguous layout) where it covers the model's layers (simple_cnn), else
+  `vmap(functional_call)` (BatchNorm, residual networks, any model torch.func can batch).
 - `probe` runs one throwaway fused step first: where torch.func or the optimizer cannot run
   packed (an op without a batching rule, an optimizer without the two-step protocol), the
   engine trains every cell on its own instead.
@@ -39,6 +42,7 @@ from robustbench_opt.errors import UserError
 from robustbench_opt.optim import BuiltOptimizer, frozen_running_stats
 from robustbench_opt.trial.build import build_cells
 from robustbench_opt.trial.device import Autocast
+from robustbench_opt.trial.fused import FusedNet
 from robustbench_opt.trial.single import upcast
 
 # What the cells of one pack must share: every TrialConfig field but lr, weight decay and seed
@@ -72,7 +76,12 @@ class Pack:
         self.models: list[nn.Module] = []
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
-        fused = vmap(self._loss, randomness="different")
+        self._named: list[list[tuple[str, nn.Parameter]]] = []
+        self.net = FusedNet.of(self.template)
+        self.path = "fused layers" if self.net is not None else "torch.func vmap"
+        fused = (
+            self._fused_loss if self.net is not None else vmap(self._loss, randomness="different")
+        )
         self._fused = torch.compile(fused) if compile else fused
         self.restack(models)
 
@@ -86,6 +95,9 @@ class Pack:
                 _repoint(model, {k: v.detach().clone() for k, v in _tensors(model).items()})
         params, buffers = stack_module_state(list(models))
         self.models, self.params, self.buffers = list(models), params, buffers
+        # each model's (name, parameter) pairs, listed once: `named_parameters` walks the
+        # module tree, which per cell and step cost more than the optimizer steps on CPU
+        self._named = [list(model.named_parameters()) for model in self.models]
         for j, model in enumerate(self.models):
             stacked = {k: v.detach()[j] for k, v in {**params, **buffers}.items()}
             _repoint(model, stacked)
@@ -95,6 +107,21 @@ class Pack:
         with self.autocast():
             logits = functional_call(self.template, (params, buffers), (x,))
         return F.cross_entropy(upcast(logits), y, label_smoothing=self.label_smoothing), logits
+
+    def _fused_loss(
+        self, params: dict, buffers: dict, inputs: Tensor, targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Every cell's mean cross-entropy [K] and logits through `FusedNet` (no buffers)."""
+        assert self.net is not None
+        k = inputs.shape[0]
+        with self.autocast():
+            logits = self.net(params, FusedNet.fold(inputs), k)
+        flat = upcast(logits).reshape(-1, logits.shape[-1])
+        labels = targets.reshape(-1, *targets.shape[2:])
+        losses = F.cross_entropy(
+            flat, labels, reduction="none", label_smoothing=self.label_smoothing
+        )
+        return losses.view(k, -1).mean(dim=1), logits
 
     def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Per-cell mean cross-entropy [K] and logits [K, B, classes] for per-cell batches
@@ -107,8 +134,8 @@ class Pack:
         for stacked in self.params.values():
             stacked.grad = None
         loss.sum().backward()
-        for j, model in enumerate(self.models):
-            for name, param in model.named_parameters():
+        for j, named in enumerate(self._named):
+            for name, param in named:
                 grad = self.params[name].grad
                 param.grad = None if grad is None else grad[j]
 
@@ -147,7 +174,12 @@ class Pack:
             with self.autocast():
                 return functional_call(self.template, (params, buffers), (x,))
 
-        fused = vmap(one, in_dims=(0, 0, None))
+        def net(params: dict, buffers: dict, x: Tensor) -> Tensor:
+            assert self.net is not None
+            with self.autocast():
+                return self.net(params, FusedNet.fold_shared(x, k), k)
+
+        fused = net if self.net is not None else vmap(one, in_dims=(0, 0, None))
         device = next(iter(self.params.values())).device
         loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
         correct = torch.zeros(k, dtype=torch.int64, device=device)

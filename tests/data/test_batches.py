@@ -31,7 +31,7 @@ def noise() -> DataSplits:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 5, (96,), generator=g)
-    return DataSplits("noise", 5, 3, 8, (0.5,) * 3, (0.25,) * 3, x, y, x[:10], y[:10])
+    return DataSplits("noise", 5, (3, 8, 8), (0.5,) * 3, (0.25,) * 3, x, y, x[:10], y[:10])
 
 
 def epoch(splits, recipe, seed=0, number=1, workers=0):

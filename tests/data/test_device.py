@@ -255,7 +255,7 @@ def test_cutmix_pastes_from_the_rolled_batch_and_mixes_labels_by_area():
 def _splits(n: int = 400, channels: int = 3, size: int = 8, classes: int = 10) -> DataSplits:
     x = _images(n, channels, size, seed=5)
     y = torch.arange(n) % classes
-    return DataSplits("fake", classes, channels, size, (0.4,) * channels, (0.2,) * channels,
+    return DataSplits("fake", classes, (channels, size, size), (0.4,) * channels, (0.2,) * channels,
                       x, y, x[:10], y[:10])  # fmt: skip
 
 

@@ -28,7 +28,7 @@ def rows(x: torch.Tensor) -> Counter:
 
 
 def test_digits_is_an_80_20_stratified_uint8_split_of_all_1797_images(digits):
-    assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 1, 8)
+    assert (digits.num_classes, digits.shape) == (10, (1, 8, 8))
     assert digits.train_x.dtype == torch.uint8 and digits.train_y.dtype == torch.int64
     assert digits.train_x.shape[1:] == (1, 8, 8) and digits.test_x.shape[1:] == (1, 8, 8)
     assert len(digits.train_y) + len(digits.test_y) == 1797
@@ -104,7 +104,7 @@ def test_cifar10_loads_from_torchvision_on_disk_format(tmp_path):
         "batches.meta", "label_names", 10,
     )  # fmt: skip
     split = load_splits("cifar10", str(tmp_path), False, 0.0)
-    assert (split.num_classes, split.in_channels, split.image_size) == (10, 3, 32)
+    assert (split.num_classes, split.shape) == (10, (3, 32, 32))
     assert split.train_x.shape == (20, 3, 32, 32) and split.test_x.shape == (4, 3, 32, 32)
     assert split.train_x.dtype == torch.uint8
     data, labels = written["data_batch_2"]
@@ -189,21 +189,23 @@ CIFAR_FILES = {  # torchvision's layout of each local data set (as in the tests 
 
 def test_every_registry_entry_is_read_by_its_reader_or_has_a_case_here():
     embedded = {name for name, info in REGISTRY.items() if info.embedded}
-    assert embedded == {"digits"} and set(REGISTRY) - embedded == set(CIFAR_FILES)
+    assert embedded == {"digits", "mnist5k", "mnist1d"}
+    assert set(REGISTRY) - embedded == set(CIFAR_FILES)
     assert DATASETS == tuple(REGISTRY)
 
 
-def test_the_embedded_entry_states_the_shape_classes_and_sizes_its_reader_returns():
-    info = REGISTRY["digits"]
-    train_x, train_y, test_x, test_y, classes = info.reader().read(None, False, SPLIT_SEED)
+@pytest.mark.parametrize("name", ["digits", "mnist5k", "mnist1d"])
+def test_embedded_entries_state_the_shape_classes_and_sizes_their_reader_returns(tmp_path, name):
+    info = REGISTRY[name]
+    read = info.reader().read(str(tmp_path), False, SPLIT_SEED)
+    train_x, train_y, test_x, test_y, classes = read
     assert (tuple(train_x.shape), tuple(test_x.shape)) == (
         (info.train_size, *info.shape), (info.test_size, *info.shape)
     )  # fmt: skip
+    assert train_x.dtype == torch.uint8 and train_y.dtype == torch.int64
     assert classes == info.num_classes == len(torch.cat([train_y, test_y]).unique())
-    split = load_splits("digits")
-    assert (split.num_classes, split.in_channels, split.image_size) == (
-        info.num_classes, info.in_channels, info.image_size
-    )  # fmt: skip
+    split = load_splits(name, str(tmp_path))
+    assert (split.num_classes, split.shape) == (info.num_classes, info.shape)
 
 
 @pytest.mark.parametrize("name", sorted(CIFAR_FILES))

@@ -21,7 +21,9 @@ from robustbench_opt.runner.plan import (
     thread_counts,
     time_training_images,
 )
+from robustbench_opt.runner.plan import pack_speedup as real_pack_speedup
 from robustbench_opt.spec import load_study
+from robustbench_opt.trial.device import pick_device
 
 
 def _plan(make_study, **extra: object):  # noqa: ANN202
@@ -185,3 +187,43 @@ def test_cpus_auto_takes_the_threads_per_trial_from_the_timer(make_study) -> Non
     )
     fixed = make_plan(None, spec, "auto", cpus=lambda: 4, thread_timer=timer)
     assert fixed.trial_cpus == 1.0 and fixed.threads_basis == "" and len(asked) == 3
+
+
+def _rates(alone: float, packed: float, asked: list[int]):  # noqa: ANN202
+    """A calibration timer: seconds per image and cell alone and in any pack."""
+
+    def timer(config, steps, cells):  # noqa: ANN001, ANN202
+        asked.append(cells)
+        return alone if cells == 1 else packed
+
+    return timer
+
+
+@pytest.mark.parametrize(
+    ("packed", "sizes", "note"),
+    [
+        (1e-3 / 0.9, [1] * 8, "packing off: a pack of 4 measured 0.9x on "),
+        (1e-3 / 2.5, [4, 4], "packing on: a pack of 4 measured 2.5x on "),
+    ],
+    ids=["does_not_pay", "pays"],
+)
+def test_packing_auto_packs_only_where_the_probe_measures_that_a_pack_pays(
+    make_study, monkeypatch, packed, sizes, note
+) -> None:
+    monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)  # not the suite's stub
+    spec = load_study(make_study("auto", [0.1, 0.01, 0.001, 0.0001]))
+    asked: list[int] = []
+    plan = make_plan(None, spec, "auto", cpus=lambda: 1, timer=_rates(1e-3, packed, asked))
+    assert [len(task) for task in plan.tasks] == sizes  # 2 optimizers x 4 cells, 1 slot
+    assert plan.packing_note == note + pick_device(None).type  # where the plan is made
+    assert sorted(c for task in plan.tasks for c in task) == sorted(plan.configs)
+    plan.cost  # noqa: B018 - the cost estimate reuses the probe's timings
+    assert sorted(asked) == [1, 4]
+
+
+def test_fixed_packing_is_not_probed(make_study, monkeypatch) -> None:
+    monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)
+    spec = load_study(make_study("fixed", [0.1, 0.01, 0.001, 0.0001]))
+    fixed = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, packing=4))
+    plan = make_plan(None, fixed, "fixed", cpus=lambda: 1, timer=lambda *_: 1 / 0)
+    assert [len(task) for task in plan.tasks] == [4, 4] and plan.packing_note is None

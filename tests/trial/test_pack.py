@@ -325,3 +325,78 @@ def test_cells_that_differ_in_more_than_lr_wd_and_seed_are_refused() -> None:
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="must share optimizer"):
         train_cells([digits(), digits(optimizer="sgd")])
+
+
+# --------------------------------------------------------------------------- the fused layers
+
+
+def digits_cnn() -> nn.Module:
+    return build_model("simple_cnn", 10, 1, 8)
+
+
+def plain_net() -> nn.Module:
+    """Layers and options the fused path covers besides simple_cnn's: strided and biasless
+    convolutions, grouped ones, a strided max-pool, a biasless Linear, a ReLU on features."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2),
+        nn.MaxPool2d(3, stride=1, padding=1),
+        nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 12, bias=False), nn.ReLU()),
+        nn.Linear(12, 10),
+    )
+
+
+FUSED_OPTIMIZERS = [
+    o for o in OPTIMIZERS if o[0] in ("sgd", "momentum", "adam", "adamw", "sam", "lion")
+]
+
+
+@pytest.mark.parametrize("make", [digits_cnn, plain_net], ids=["simple_cnn", "plain_net"])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "base_lr"), FUSED_OPTIMIZERS, ids=[o[0] for o in FUSED_OPTIMIZERS]
+)
+def test_fused_layers_train_each_cell_as_alone_after_20_float64_steps(
+    make: Callable[[], nn.Module], name: str, kwargs: dict, base_lr: float
+) -> None:
+    assert Pack([make(), make()]).path == "fused layers"
+    want = [alone(make, name, kwargs, base_lr * mult, wd, seed, STEPS) for mult, wd, seed in CELLS]
+    got = together(make, name, kwargs, base_lr, STEPS)
+    first = next(iter(want[0]))
+    assert not torch.equal(got[0][first], cell_model(make, 0).state_dict()[first])  # it trained
+    for got_state, want_state in zip(got, want, strict=True):
+        assert got_state.keys() == want_state.keys()
+        for key in want_state:
+            torch.testing.assert_close(got_state[key], want_state[key], rtol=1e-10, atol=1e-13)
+
+
+def test_the_fused_pack_evaluates_each_cell_as_its_own_model() -> None:
+    models = [cell_model(digits_cnn, seed) for seed in range(3)]
+    pack = Pack(models)
+    x, y = cell_batches(0, 1)[0]
+    losses, accs = pack.evaluate([(x, y)])
+    for model, loss, acc in zip(models, losses, accs, strict=True):
+        logits = model(x)
+        assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-13)
+        assert acc == (logits.argmax(1) == y).double().mean().item()
+
+
+class TwoPaths(nn.Module):
+    """Sequential-looking children whose forward is not their composition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 10)
+        self.b = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.a(x.flatten(1)) + self.b(x.flatten(1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [bn_cnn, lambda: build_model("resnet20", 10, 1, 8), TwoPaths, lambda: nn.Linear(64, 10)],
+    ids=["batchnorm", "resnet20", "custom_forward", "no_flatten"],
+)
+def test_models_the_fused_layers_do_not_cover_keep_vmap(make: Callable[[], nn.Module]) -> None:
+    assert Pack([make(), make()]).path == "torch.func vmap"
