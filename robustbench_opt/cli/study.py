@@ -267,12 +267,12 @@ def _print_plan(plan: Plan, path: str, url: str, spec: StudySpec, address: str |
             f"trials: {len(plan.tasks)} (packing {spec.resources.packing}: up to "
             f"{max(sizes)} cells per trial, {shape} cells, for {plan.slots} slots {where})"
         )
-        if plan.packing_note:
-            print(f"{plan.packing_note} (cells per second against one cell alone)")
         threads = f"{plan.trial_cpus:g} CPU{'s' * (plan.trial_cpus != 1)} (torch threads) per trial"
         if plan.threads_basis:
             threads += f", chosen by timing training steps: {plan.threads_basis}"
         print(f"threads: {threads}")
+        if plan.packing_note:
+            print(f"{plan.packing_note} (cells per second against one cell alone)")
         print(
             f"cost: about {duration(plan.cost.seconds)} of training, one trial after another, "
             f"before parallelism ({plan.cost.basis})"

@@ -54,9 +54,9 @@ class Plan:
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
     timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
-    packing_note: str | None = None  # what `packing: auto` measured and chose
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
+    packing_note: str | None = None  # what `packing: auto` measured and chose
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -265,31 +265,6 @@ def make_plan(
     return plan
 
 
-def pack_speedup(config: TrialConfig, cells: int, timer: StepTimer) -> float:
-    """Cells per second of a pack of `cells` cells of `config`'s kind over one cell alone, from
-    `timer`'s short calibration on this machine (`time_training_images`)."""
-    return timer(config, CALIBRATION_STEPS, 1) / timer(config, CALIBRATION_STEPS, cells)
-
-
-def _remembered(timer: StepTimer) -> StepTimer:
-    """`timer`, timing each (config, steps, cells) once: the pack probe and the cost share it."""
-    seen: dict[tuple[str, int, int], float] = {}
-
-    def timed(config: TrialConfig, steps: int, cells: int) -> float:
-        key = (repr(config), steps, cells)
-        if key not in seen:
-            seen[key] = timer(config, steps, cells)
-        return seen[key]
-
-    return timed
-
-
-def _device_kind(config: TrialConfig) -> str:
-    from robustbench_opt.trial.device import pick_device  # imports torch
-
-    return pick_device(config.device).type
-
-
 # (config, threads) -> seconds per trained image on that many torch threads; tests inject one
 ThreadTimer = Callable[[TrialConfig, int], float]
 
@@ -313,6 +288,31 @@ def choose_threads(rates: dict[int, float], cells: int, cpus: int) -> int:
     each (seconds per image: the rounds' relative length); the fewest threads on a tie (more
     trials at once)."""
     return min(rates, key=lambda t: (math.ceil(cells / max(1, cpus // t)) * rates[t], t))
+
+
+def pack_speedup(config: TrialConfig, cells: int, timer: StepTimer) -> float:
+    """Cells per second of a pack of `cells` cells of `config`'s kind over one cell alone, from
+    `timer`'s short calibration on this machine (`time_training_images`)."""
+    return timer(config, CALIBRATION_STEPS, 1) / timer(config, CALIBRATION_STEPS, cells)
+
+
+def _remembered(timer: StepTimer) -> StepTimer:
+    """`timer`, timing each (config, steps, cells) once: the pack probe and the cost share it."""
+    seen: dict[tuple[str, int, int], float] = {}
+
+    def timed(config: TrialConfig, steps: int, cells: int) -> float:
+        key = (repr(config), steps, cells)
+        if key not in seen:
+            seen[key] = timer(config, steps, cells)
+        return seen[key]
+
+    return timed
+
+
+def _device_kind(config: TrialConfig) -> str:
+    from robustbench_opt.trial.device import pick_device  # imports torch
+
+    return pick_device(config.device).type
 
 
 def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -> bool:

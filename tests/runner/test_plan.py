@@ -158,6 +158,37 @@ def test_too_few_cpus_still_plan_one_slot(make_study, cpus) -> None:
     assert make_plan(None, spec, "one", cpus=lambda: cpus).slots == 1
 
 
+def test_choose_threads_finishes_the_cells_soonest() -> None:
+    """rounds of trials x seconds per image: one cell on 2 CPUs takes both threads when they
+    are faster; many cells run one thread each unless 2 threads more than halve the time."""
+    assert choose_threads({1: 1.0, 2: 0.6}, cells=1, cpus=2) == 2  # 1 round either way
+    assert choose_threads({1: 1.0, 2: 0.6}, cells=18, cpus=2) == 1  # 9 rounds x 1 < 18 x 0.6
+    assert choose_threads({1: 1.0, 2: 0.4}, cells=18, cpus=2) == 2  # 18 x 0.4 < 9 x 1
+    assert choose_threads({1: 1.0, 2: 1.0}, cells=1, cpus=2) == 1  # a tie: fewer threads
+    assert thread_counts(1) == [1] and thread_counts(6) == [1, 2, 4]
+
+
+def test_cpus_auto_takes_the_threads_per_trial_from_the_timer(make_study) -> None:
+    """`resources.cpus: auto`: the plan times 1, 2, 4 threads (injected), picks the split of
+    the CPUs that finishes soonest, sizes its slots for it and says how it chose."""
+    spec = load_study(make_study("auto", [0.1]))
+    auto = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, cpus="auto"))
+    asked: list[int] = []
+
+    def timer(config: TrialConfig, threads: int) -> float:
+        asked.append(threads)
+        return {1: 1e-3, 2: 0.4e-3, 4: 0.3e-3}[threads]
+
+    plan = make_plan(None, auto, "auto", cpus=lambda: 4, thread_timer=timer)
+    # 2 cells: 4 threads -> 2 rounds x 0.3; 2 threads -> 1 round x 0.4; 1 -> 1 x 1.0
+    assert asked == [1, 2, 4] and plan.trial_cpus == 2.0 and plan.slots == 2
+    assert plan.threads_basis == (
+        "1 thread 1 ms per image, 2 threads 0.4 ms per image, 4 threads 0.3 ms per image"
+    )
+    fixed = make_plan(None, spec, "auto", cpus=lambda: 4, thread_timer=timer)
+    assert fixed.trial_cpus == 1.0 and fixed.threads_basis == "" and len(asked) == 3
+
+
 def _rates(alone: float, packed: float, asked: list[int]):  # noqa: ANN202
     """A calibration timer: seconds per image and cell alone and in any pack."""
 
@@ -196,34 +227,3 @@ def test_fixed_packing_is_not_probed(make_study, monkeypatch) -> None:
     fixed = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, packing=4))
     plan = make_plan(None, fixed, "fixed", cpus=lambda: 1, timer=lambda *_: 1 / 0)
     assert [len(task) for task in plan.tasks] == [4, 4] and plan.packing_note is None
-
-
-def test_choose_threads_finishes_the_cells_soonest() -> None:
-    """rounds of trials x seconds per image: one cell on 2 CPUs takes both threads when they
-    are faster; many cells run one thread each unless 2 threads more than halve the time."""
-    assert choose_threads({1: 1.0, 2: 0.6}, cells=1, cpus=2) == 2  # 1 round either way
-    assert choose_threads({1: 1.0, 2: 0.6}, cells=18, cpus=2) == 1  # 9 rounds x 1 < 18 x 0.6
-    assert choose_threads({1: 1.0, 2: 0.4}, cells=18, cpus=2) == 2  # 18 x 0.4 < 9 x 1
-    assert choose_threads({1: 1.0, 2: 1.0}, cells=1, cpus=2) == 1  # a tie: fewer threads
-    assert thread_counts(1) == [1] and thread_counts(6) == [1, 2, 4]
-
-
-def test_cpus_auto_takes_the_threads_per_trial_from_the_timer(make_study) -> None:
-    """`resources.cpus: auto`: the plan times 1, 2, 4 threads (injected), picks the split of
-    the CPUs that finishes soonest, sizes its slots for it and says how it chose."""
-    spec = load_study(make_study("auto", [0.1]))
-    auto = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, cpus="auto"))
-    asked: list[int] = []
-
-    def timer(config: TrialConfig, threads: int) -> float:
-        asked.append(threads)
-        return {1: 1e-3, 2: 0.4e-3, 4: 0.3e-3}[threads]
-
-    plan = make_plan(None, auto, "auto", cpus=lambda: 4, thread_timer=timer)
-    # 2 cells: 4 threads -> 2 rounds x 0.3; 2 threads -> 1 round x 0.4; 1 -> 1 x 1.0
-    assert asked == [1, 2, 4] and plan.trial_cpus == 2.0 and plan.slots == 2
-    assert plan.threads_basis == (
-        "1 thread 1 ms per image, 2 threads 0.4 ms per image, 4 threads 0.3 ms per image"
-    )
-    fixed = make_plan(None, spec, "auto", cpus=lambda: 4, thread_timer=timer)
-    assert fixed.trial_cpus == 1.0 and fixed.threads_basis == "" and len(asked) == 3
