@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from plotly.offline import get_plotlyjs
@@ -99,7 +99,7 @@ def render_report(
         f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
     )
     nav = f'<p><a href="{html.escape(back)}">&larr; all studies</a></p>' if back else ""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">{refresh}
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

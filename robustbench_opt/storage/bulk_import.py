@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,7 +68,7 @@ def import_cells(
     ]
     dists = study_distributions(keys)
     dists_json = {name: distribution_to_json(dist) for name, dist in dists.items()}
-    stamp = datetime.now(timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC
+    stamp = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
     spec = {"import": source_note, "num_classes": num_classes}
     try:
         with db.engine.begin() as conn:

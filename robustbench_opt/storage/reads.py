@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -135,4 +135,4 @@ def epochs_frame(db: Db, study: str) -> pd.DataFrame:
 
 def utc(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
