@@ -212,4 +212,5 @@ def _folded(part: ScoredStudy) -> ScoredStudy:
         axes=fold(part.axes),
         budget=fold(part.budget),
         boots=boots,
+        edge_warnings=[f"{part.name}: {warning}" for warning in part.edge_warnings],
     )

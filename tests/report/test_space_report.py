@@ -293,3 +293,12 @@ def test_report_format_png_writes_the_space_figures(
     names |= {"isolation.png", "learning_curves.png", "expected_best.png"}
     assert {p.name for p in tmp_path.iterdir()} == names
     assert f"wrote {len(names)} PNG files" in capsys.readouterr().out
+
+
+def test_each_workloads_edge_warnings_name_their_workload(tmp_path):
+    """Every entry's best lr is 0.01, the bottom of [1, 0.1, 0.01]: each workload warns, under
+    its name."""
+    text = WORKLOADS.replace("lrs: [0.1, 0.01]", "lrs: [1.0, 0.1, 0.01]")
+    scored = score_study(stored(tmp_path, text, "edges"), "edges", resamples=50)
+    assert sorted(w.split(": ")[0] for w in scored.edge_warnings) == ["other"] * 2 + ["small"] * 2
+    assert all("lr = 0.01, at the bottom of the range" in w for w in scored.edge_warnings)
