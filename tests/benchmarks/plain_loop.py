@@ -174,6 +174,9 @@ def main() -> int:
             loop_accs = json.loads(out.strip().splitlines()[-1])
             wall, accs, diverged, line = service(size, Path(tmp), args.run_args.split(), args.cpus)
             print(f"size {size}: {len(loop_accs)} cells; {line}")
+            print(
+                f"  loop {loop_wall:.1f} s, run {wall:.1f} s: {loop_wall / wall:.2f}x", flush=True
+            )
             rows.append((size, len(loop_accs), loop_wall, wall, loop_accs, accs, diverged))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print()
