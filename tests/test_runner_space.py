@@ -140,13 +140,12 @@ def _get(app, path: str) -> dict:
 
 def test_a_database_stored_before_spaces_resumes_with_nothing_to_run(tmp_path: Path) -> None:
     """tests/studies/quickstart-v0.db was written by the code of commit 7198810 (before search
-    spaces, the trial engine and the dataset registry): studies/quickstart.yaml of then (kept as
-    tests/studies/quickstart-v0.yaml; the quickstart moved to mnist5k since) registered and
-    every cell recorded. Today's code plans exactly its cells from that file, nothing to run."""
+    spaces, the trial engine and the dataset registry): studies/quickstart.yaml registered and
+    every cell recorded. The study file of today plans exactly its cells, nothing to run."""
     db = tmp_path / "v0.db"
     shutil.copy(STORED, db)
     store = Store(f"sqlite:///{db}")
-    plan = make_plan(store, load_study("tests/studies/quickstart-v0.yaml"), "quickstart")
+    plan = make_plan(store, load_study("studies/quickstart.yaml"), "quickstart")
     assert len(plan.cells) == 30 and plan.to_run == [] and not plan.grown
     assert set(plan.states.values()) == {"done"}
     assert {c.cell_id("quickstart") for c in plan.cells} == set(plan.states)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from robustbench_opt.datasets import dataset_info
 from robustbench_opt.spec import load_study, spec_hash
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -15,8 +16,7 @@ SHIPPED = sorted(STUDIES.glob("*.yaml"))
 # Each shipped study's spec hash (its first 16 digits) and a digest of its cell ids in plan order,
 # computed before the study-file code was last restructured (the three space studies: when they
 # were added): a database made then resumes only while these hold. Editing a study file
-# changes its line here (and makes it a new study). The quickstart moved from digits to mnist5k
-# (its digits file of before is tests/studies/quickstart-v0.yaml, with its stored database).
+# changes its line here (and makes it a new study).
 PINNED = {
     "cifar10_nadamw_space": ("82e4efea51cde8c0", "10ffeba94861c6c4"),
     "digits_betas": ("0b7ab62208a0376b", "34009a997c2bfce8"),
@@ -24,10 +24,11 @@ PINNED = {
     "fast_cifar10": ("d8fd4cdf58b8e3d9", "34f2ea7e0e33e891"),
     "fast_cifar10_proposed": ("6ce7dd38456b597f", "d126cc62d93ddf62"),
     "kaggle_optimizers": ("bab4f06065928e71", "1e8c69d8da096dd7"),
+    "mnist5k": ("8759df2d3ce6a4fe", "42e2c1c493c4e4ab"),
     "paper_table1": ("50aac708d6bf4ba7", "27ef61d8cbc8b72e"),
     "paper_table2": ("932d202be98a72b5", "d06c827245e64b7a"),
     "paper_table3": ("d080a2f9b041ba23", "f954e13a4355541f"),
-    "quickstart": ("6f7f9207fb012ad3", "17338b571d60436c"),
+    "quickstart": ("51fbbede614cc063", "cef3ce61bdcaa8ac"),
     "sam_blog_cnn": ("86664c54a8dd1ac8", "3e459eb232eae027"),
     "suite_cpu": ("63b78ae4445b759d", "90c9b081f36c174b"),
     "sam_resnet20": ("88685c20e081c2b5", "66b14207ae2f401e"),
@@ -63,9 +64,11 @@ def test_shipped_study_keeps_its_spec_hash_and_cell_ids(name: str) -> None:
     assert (spec_hash(spec.to_dict())[:16], digest) == PINNED[name]
 
 
-def test_quickstart_runs_anywhere() -> None:
-    spec = load_study(STUDIES / "quickstart.yaml")
-    assert spec.dataset == "mnist5k" and not spec.download and spec.resources.gpus == 0
+@pytest.mark.parametrize(("name", "dataset"), [("quickstart", "digits"), ("mnist5k", "mnist5k")])
+def test_the_small_studies_run_anywhere(name: str, dataset: str) -> None:
+    spec = load_study(STUDIES / f"{name}.yaml")
+    assert spec.dataset == dataset and not spec.download and spec.resources.gpus == 0
+    assert dataset_info(dataset).embedded
     assert len({c.optimizer_label for c in spec.cells()}) >= 4
 
 
