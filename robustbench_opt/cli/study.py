@@ -128,6 +128,11 @@ def _planned(
     # The plan the run executes, exactly: a dry run computes and prints the same one.
     def cpus() -> float:  # asked only when there is something to run
         if not args.dry_run:  # Ray starts now, beside packing and calibration
+            if not address:  # after this machine's data is checked: no Ray for a missing file
+                from robustbench_opt.data import check_data
+
+                for dataset in spec.datasets:
+                    check_data(dataset, spec.data_dir, spec.download)
             from robustbench_opt.runner.connect import connect_early  # imports Ray
 
             connect_early(address)
