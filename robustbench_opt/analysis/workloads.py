@@ -154,3 +154,13 @@ def verdict(
             f"those {wins} workloads (bootstrap intervals of each workload's own study)."
         )
     return lines
+
+
+def cross_frame(cross: CrossWorkload) -> pd.DataFrame:
+    """The aggregate as one row per optimizer, for the CSV/JSON exports: `rank_<workload>`,
+    `profile_tau_<tau>` (share of workloads), the transfer columns and Kendall's W."""
+    ranks = cross.ranks.add_prefix("rank_")
+    profiles = cross.profiles.rename(columns=lambda tau: "profile_" + tau.replace(" ", "_"))
+    transfer = cross.transfer.set_index("optimizer")
+    out = ranks.join(profiles).join(transfer).rename_axis("optimizer").reset_index()
+    return out.assign(kendall_w=cross.kendall_w, measure=cross.measure)

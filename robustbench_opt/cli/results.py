@@ -41,7 +41,7 @@ from robustbench_opt.analysis.tables import (
 )
 from robustbench_opt.analysis.uncertainty import LEVEL, RESAMPLES, SEED, compare_pair
 from robustbench_opt.analysis.verdict import DEFAULT_MEASURE, verdict_lines
-from robustbench_opt.analysis.workloads import CrossWorkload
+from robustbench_opt.analysis.workloads import CrossWorkload, cross_frame
 from robustbench_opt.cli.argtypes import number, positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.errors import UserError
@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--wide", action="store_true", help="every column (default: fits 100 columns)")
     p.add_argument(
-        "--part", choices=("scores", "axes", "budget"), default="scores",
-        help="with --format csv/json: the scores, what each axis costs, or E[best of k]",
+        "--part", choices=("scores", "axes", "budget", "workloads"), default="scores",
+        help="with --format csv/json: the scores, what each axis costs, E[best of k], or the "
+        "cross-workload aggregate (ranks, profiles, transfer, Kendall's W)",
     )  # fmt: skip
     _storage(p)
     _format(p)
@@ -301,6 +302,16 @@ def print_cross(study: str, cross: CrossWorkload) -> None:
         print(line)
 
 
+def _cross_frame(scored: ScoredStudy) -> pd.DataFrame:
+    if scored.cross is None:
+        raise UserError(
+            f"study {scored.name!r} has one workload, so it has no cross-workload aggregate; "
+            "--part workloads needs a study with two or more workloads (choices: scores, axes, "
+            "budget)"
+        )
+    return cross_frame(scored.cross)
+
+
 def cmd_scores(args: argparse.Namespace) -> int:
     scored = score_study(
         _store(args.storage), args.study, args.metric, args.level, args.resamples, args.seed,
@@ -327,6 +338,7 @@ def cmd_scores(args: argparse.Namespace) -> int:
             ),
             "axes": lambda: scored.axes.assign(importance_method=scored.importance_method),
             "budget": lambda: scored.budget,
+            "workloads": lambda: _cross_frame(scored),
         }
         print_frame(parts[args.part](), args.format)
         return 0

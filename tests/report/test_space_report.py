@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import math
 from pathlib import Path
 
@@ -302,3 +303,31 @@ def test_each_workloads_edge_warnings_name_their_workload(tmp_path):
     scored = score_study(stored(tmp_path, text, "edges"), "edges", resamples=50)
     assert sorted(w.split(": ")[0] for w in scored.edge_warnings) == ["other"] * 2 + ["small"] * 2
     assert all("lr = 0.01, at the bottom of the range" in w for w in scored.edge_warnings)
+
+
+def test_scores_exports_the_cross_workload_aggregate_and_refuses_it_for_one_workload(
+    tmp_path, capsys
+):
+    """`scores --part workloads`: one row per optimizer with its ranks, profile, transfer and W,
+    equal to the aggregate; a one-workload study gets a one-line error, exit 2."""
+    from robustbench_opt.analysis.workloads import cross_frame
+    from robustbench_opt.cli import main
+
+    stored(tmp_path, WORKLOADS, "multi")
+    url = f"sqlite:///{tmp_path / 'multi'}.db"
+    assert (
+        main(["scores", "multi", "--storage", url, "--format", "json", "--part", "workloads"]) == 0
+    )
+    rows = {row["optimizer"]: row for row in json.loads(capsys.readouterr().out)}
+    cross = score_study(Store(url), "multi").cross
+    assert cross_frame(cross)["optimizer"].tolist() == list(rows)
+    for optimizer, row in rows.items():
+        assert (row["rank_small"], row["rank_other"]) == tuple(cross.ranks.loc[optimizer])
+        assert row["profile_tau_1.5"] == cross.profiles.loc[optimizer, "tau 1.5"]
+        assert row["kendall_w"] == pytest.approx(cross.kendall_w)
+    assert rows["sgd"]["profile_tau_1.5"] == 0.5 and rows["adam"]["profile_tau_1"] == 1.0
+    stored(tmp_path, SOBOL, "one")
+    args = ["scores", "one", "--storage", f"sqlite:///{tmp_path / 'one'}.db", "--part", "workloads"]
+    assert main([*args, "--format", "csv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has one workload" in err[0] and "choices: scores, axes" in err[0]
