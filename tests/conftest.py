@@ -310,11 +310,16 @@ from unittest import mock
 
 {source}
 
+import robustbench_opt.runner.plan as plan
 import robustbench_opt.runner.worker as worker
 from robustbench_opt.cli import main
 
 fake = FakeTrial(**json.loads(sys.argv[1]))
-with mock.patch.object(worker, "default_trial_fn", fake):
+# as the `packs_pay` fixture: a plan must not hang on the machine's load (a dry run and the run
+# are two processes and would each time a pack)
+with mock.patch.object(worker, "default_trial_fn", fake), mock.patch.object(
+    plan, "pack_speedup", lambda config, cells, timer: 2.0
+):
     sys.exit(main(sys.argv[2:]))
 """
 

@@ -229,5 +229,5 @@ def test_chance_accuracy_comes_from_the_imported_classes_or_the_dataset_registry
     assert chance_accuracy({"dataset": "cifar100"}) == 0.01
     assert chance_accuracy({"import": "a.csv", "num_classes": 100}) == 0.01  # import --classes
     assert chance_accuracy({"name": "no dataset named"}) == CHANCE  # ten classes
-    with pytest.raises(UserError, match="unknown dataset 'mnist'; valid: cifar10"):
-        chance_accuracy({"dataset": "mnist"})
+    with pytest.raises(UserError, match="unknown dataset 'imagenet'; valid: cifar10, cifar100"):
+        chance_accuracy({"dataset": "imagenet"})
