@@ -1,4 +1,8 @@
-"""Results commands: studies, results, scores, table, report, import, serve."""
+"""Results commands: studies, results, scores, table, report, import, serve.
+
+Longer than 400 lines: each command's flags and its printing sit together; the figures, tables
+and scores they print are built in `analysis` and `report`.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """What a run of a study would train and how, computed without writing anything (and without
 Ray): the cells to run, the tasks (Ray trials: single cells and packs) they are trained in, and
 the cost. `run --dry-run` prints the plan and `run` prints and executes the same one.
+
+Longer than 400 lines: the plan's three measured choices (the cost calibration, `packing: auto`'s
+probe and `cpus: auto`'s threads) share one step timer and are made here, in one pass, so that
+the dry run and the run make them the same way.
 """
 
 from __future__ import annotations
