@@ -95,13 +95,6 @@ def _run(args: argparse.Namespace) -> int:
         print("dry run: nothing written")
         return 0
     with TIMINGS.phase("storage setup"):
-        if plan.to_run and not address:
-            # This machine trains: its data must be there before anything is written. A
-            # cluster's nodes are checked by run_plan's preflight, before any claim.
-            from robustbench_opt.data import check_data
-
-            for dataset in spec.datasets:
-                check_data(dataset, spec.data_dir, spec.download)
         store = store or Store(url)
     return _train(args, spec, study, url, shown, store, plan)
 
@@ -128,7 +121,9 @@ def _planned(
     # The plan the run executes, exactly: a dry run computes and prints the same one.
     def cpus() -> float:  # asked only when there is something to run
         if not args.dry_run:  # Ray starts now, beside packing and calibration
-            if not address:  # after this machine's data is checked: no Ray for a missing file
+            # This machine trains: its data must be there before Ray starts or anything is
+            # written. A cluster's nodes are checked by run_plan's preflight, before any claim.
+            if not address:
                 from robustbench_opt.data import check_data
 
                 for dataset in spec.datasets:
