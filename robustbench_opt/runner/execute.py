@@ -96,7 +96,7 @@ def run_plan(
             except KeyboardInterrupt:
                 outcome.interrupted = CTRL_C.caught or "Ctrl-C"
             fit_seconds = time.time() - fit_start
-            ready = min(recorder.ready_at or [time.time()]) - fit_start
+            ready = min(recorder.first_ready, time.time()) - fit_start
             TIMINGS.add("first worker ready", max(0.0, ready))
             TIMINGS.add("trials", fit_seconds - max(0.0, ready))
             recorder.close()

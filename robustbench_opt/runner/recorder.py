@@ -52,8 +52,7 @@ class Recorder(tune.Callback):
         self.started = time.monotonic()
         self.tty = stream.isatty()
         self.logged_at, self.logged_finished = -math.inf, -1  # last line off a terminal
-        self.ready_at: list[float] = []  # epoch seconds each trial's worker began it
-        self.task_ready: set[str] = set()  # Ray trial ids with their `ready_at` taken
+        self.first_ready = math.inf  # epoch seconds the first trial's worker began it
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config for restores, which we never do: drop the live handles."""
@@ -78,9 +77,8 @@ class Recorder(tune.Callback):
 
     def _record(self, trial: Any, result: dict) -> None:
         cell_id = result.get("cell")
-        if "rbo_ready" in result and trial.trial_id not in self.task_ready:
-            self.task_ready.add(trial.trial_id)
-            self.ready_at.append(float(result["rbo_ready"]))
+        if "rbo_ready" in result:
+            self.first_ready = min(self.first_ready, float(result["rbo_ready"]))
         if "rbo_epoch" in result:
             record = EpochRecord(**json.loads(result["rbo_epoch"]))
             self.store.record_epoch(self.study, cell_id, record)
