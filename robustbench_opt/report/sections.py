@@ -15,7 +15,7 @@ from robustbench_opt.analysis.display import axes_display, budget_display
 from robustbench_opt.analysis.scores import MEASURES, counted_values, lr_wd_grid, point_keys
 from robustbench_opt.analysis.study import ScoredStudy
 from robustbench_opt.report.compare import profile_figure
-from robustbench_opt.report.figures import learning_curves, study_figures
+from robustbench_opt.report.figures import accuracy_vs_lr, heatmaps, learning_curves
 from robustbench_opt.report.html import PLOT_CONFIG, html_table
 from robustbench_opt.report.space_figures import (
     PAIRS_SHOWN,
@@ -42,11 +42,14 @@ def report_figures(scored: ScoredStudy) -> dict[str, Titled]:
     if epochs is None:
         epochs = pd.DataFrame()
     if lr_wd_grid(cells):
-        grid = study_figures(cells, epochs, metric, chance)
+        # `study_figures` less its E[best of k] without a band: the budget figure replaces it
         out = {
-            "heatmaps": ("Heatmaps", grid["heatmaps"]),
-            "accuracy_vs_lr": ("Accuracy against learning rate", grid["accuracy_vs_lr"]),
-            "learning_curves": ("Learning curves", grid["learning_curves"]),
+            "heatmaps": ("Heatmaps", heatmaps(cells, metric, chance)),
+            "accuracy_vs_lr": (
+                "Accuracy against learning rate",
+                accuracy_vs_lr(cells, metric, chance),
+            ),
+            "learning_curves": ("Learning curves", learning_curves(cells, epochs, metric, chance)),
             "expected_best": ("Expected best against budget", budget_figure(scored, {})),
         }
         if scored.cross is not None:
