@@ -13,19 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from robustbench_opt.errors import unknown
 
-# dataset -> (folder in the archive, training files, test files, label key, meta file, archive)
+# dataset -> (folder in the archive, training files, test files, label key, meta file, archive):
+# the files torchvision's readers (`data.readers`) load, named as torchvision names them
 LAYOUTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, str, str]] = {
-    "cifar10": (
-        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-        "labels", "batches.meta", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    ),
-    "cifar100": (
-        "cifar-100-python", ("train",), ("test",), "fine_labels", "meta",
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    ),
+    name: (
+        reader.base_folder, tuple(f for f, _ in reader.train_list),
+        tuple(f for f, _ in reader.test_list), label_key, reader.meta["filename"], reader.url,
+    )
+    for name, reader, label_key in (
+        ("cifar10", CIFAR10, "labels"), ("cifar100", CIFAR100, "fine_labels")
+    )
 }  # fmt: skip
 ROW = 3 * 32 * 32  # values in one image row
 
