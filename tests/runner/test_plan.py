@@ -11,17 +11,14 @@ import pytest
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.datasets import REGISTRY
 from robustbench_opt.runner import plan as plan_module
-from robustbench_opt.runner.plan import (
+from robustbench_opt.runner.calibrate import (
     CALIBRATION_STEPS,
-    cell_seconds,
     choose_threads,
-    estimate_cost,
-    local_cpus,
-    make_plan,
     thread_counts,
     time_training_images,
 )
-from robustbench_opt.runner.plan import pack_speedup as real_pack_speedup
+from robustbench_opt.runner.calibrate import pack_speedup as real_pack_speedup
+from robustbench_opt.runner.plan import cell_seconds, estimate_cost, local_cpus, make_plan
 from robustbench_opt.spec import load_study
 from robustbench_opt.trial.device import pick_device
 
