@@ -21,6 +21,7 @@ from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
+from robustbench_opt.runner.calibrate import Calibration
 from robustbench_opt.runner.timings import TIMINGS, process_start
 from robustbench_opt.spec import StudySpec, load_study
 from robustbench_opt.states import FAILED, STATES
@@ -54,7 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_packing,
         help="auto, off or the most cells per packed trial (overrides resources.packing)",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, write nothing to the database (timed figures are cached)",
+    )
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="time the plan's figures anew instead of reading this machine's calibration "
+        "cache ($ROBUSTBENCH_CACHE, else ~/.cache/robustbench-opt), and store them there",
+    )
     p.add_argument(
         "--timings", action="store_true", help="print where the run's wall time went, by phase"
     )
@@ -133,7 +144,10 @@ def _planned(
             connect_early(address)
         return run_cpus(address)
 
-    plan = make_plan(store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent)
+    calibration = Calibration(recalibrate=args.recalibrate)
+    plan = make_plan(
+        store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent, calibration=calibration
+    )
     return spec, study, url, address, store, plan
 
 

@@ -16,7 +16,6 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from robustbench_opt.config import TrialConfig
@@ -25,12 +24,13 @@ from robustbench_opt.errors import UserError
 from robustbench_opt.runner.calibrate import (
     CALIBRATION_STEPS,
     PACK_PAYS,
+    Calibration,
     StepTimer,
     ThreadTimer,
     choose_threads,
     device_kind,
+    local_cpus,
     pack_speedup,
-    remembered,
     thread_counts,
     time_threads,
     time_training_images,
@@ -42,7 +42,6 @@ from robustbench_opt.storage import Store
 
 MAX_DIFF_LINES = 8  # changes named in a refusal
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
-CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
 
 
 @dataclass
@@ -60,6 +59,7 @@ class Plan:
     slots: int = 0  # trials at once that the packs were sized for (0: nothing to run)
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
     timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
+    calibration: Calibration | None = field(default=None, repr=False)  # where `timer`'s went
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
@@ -123,10 +123,12 @@ def estimate_cost(
         f"{rates[k] * 1e3:.2g} ms per image" + ("" if k == 1 else f" and cell in packs of {k}")
         for k in sizes
     ]
+    source = plan.calibration.source(first, [(k, 1) for k in sizes]) if plan.calibration else ""
     return Cost(
         seconds,
         f"{plan.epochs_to_run} epochs in {len(tasks)} trials; calibrated by timing training "
-        f"steps of {first.model} on one thread of this machine: {', '.join(timed)}",
+        f"steps of {first.model} on one thread of this machine: {', '.join(timed)}"
+        + (f", {source}" if source else ""),
     )
 
 
@@ -154,6 +156,7 @@ def make_plan(
     max_concurrent: int | None = None,
     timer: StepTimer | None = None,
     thread_timer: ThreadTimer | None = None,
+    calibration: Calibration | None = None,
 ) -> Plan:
     """Checks `spec` against what `study` was registered with, lists the cells to train and
     the tasks to train them in (packs sized for `slots_for` trials at once).
@@ -163,7 +166,8 @@ def make_plan(
     (default `local_cpus`: a local Ray is started with them); it is asked only when there is
     something to run. `max_concurrent` is `run --max-concurrent`. With `resources.cpus: auto`
     the CPUs per trial are chosen from timed steps at 1, 2, 4, ... threads (`choose_threads`;
-    `thread_timer`, default `time_threads`).
+    `thread_timer`, default `time_threads`). Every timed figure goes through `calibration`
+    (default: this machine's calibration cache), which reads a stored one instead of timing.
     """
     spec_dict = spec.to_dict()
     states: dict[str, str] = {}
@@ -192,27 +196,33 @@ def make_plan(
             measured = float(epochs["seconds"].mean())
     cells = spec.cells(stored)
     to_run = [c for c in cells if c.cell_id(study) not in skip]
-    plan = Plan(study, spec_dict, cells, states, to_run, busy, measured, timer=timer)
+    calibration = calibration or Calibration()
+    steps = calibration.step_timer(timer or time_training_images)  # the probe and cost share it
+    plan = Plan(study, spec_dict, cells, states, to_run, busy, measured)
+    plan.timer, plan.calibration = steps, calibration
     plan.grown = grown
     plan.max_concurrent = max_concurrent or spec.max_concurrent
     if to_run:
         have = (cpus or local_cpus)()
         plan.trial_cpus = 1.0 if spec.resources.cpus == "auto" else float(spec.resources.cpus)
         if spec.resources.cpus == "auto" and to_run[0].device != "cuda" and have > 1:
-            rates = {t: (thread_timer or time_threads)(to_run[0], t) for t in thread_counts(have)}
+            threads = calibration.thread_timer(thread_timer or time_threads)
+            rates = {t: threads(to_run[0], t) for t in thread_counts(have)}
             plan.trial_cpus = float(choose_threads(rates, len(to_run), int(have)))
             plan.threads_basis = ", ".join(
                 f"{t} thread{'s' * (t > 1)} {rate * 1e3:.2g} ms per image"
                 for t, rate in rates.items()
             )
+            plan.threads_basis += f", {calibration.source(to_run[0], [(1, t) for t in rates])}"
         plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
         plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
         largest = max(plan.tasks, key=len)
         if spec.resources.packing == "auto" and len(largest) > 1:
-            plan.timer = remembered(timer or time_training_images)  # the cost reuses it
             config = plan.configs[plan.tasks[0][0]]
-            speedup = pack_speedup(config, len(largest), plan.timer)
+            speedup = pack_speedup(config, len(largest), steps)
             measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {device_kind(config)}"
+            source = calibration.source(config, [(1, 1), (len(largest), 1)])
+            measured += f", {source}" if source else ""
             if speedup < PACK_PAYS:
                 off = dataclasses.replace(spec.resources, packing="off")
                 plan.tasks = make_tasks(plan.configs, off, plan.slots)
@@ -257,23 +267,6 @@ def run_cpus(address: str | None) -> float:
     from robustbench_opt.runner.connect import cluster_cpus  # imports Ray
 
     return cluster_cpus(address)
-
-
-def local_cpus() -> int:
-    """The CPUs this process may use: its CPU affinity (a Slurm or `taskset` allocation),
-    capped by a cgroup v2 CPU quota (a container's `--cpus`); a local Ray is started with
-    this many."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = CPU_QUOTA.read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return count
 
 
 def _refusal(
