@@ -120,6 +120,17 @@ def packs_pay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan, "pack_speedup", lambda config, cells, timer: 2.0)
 
 
+@pytest.fixture(autouse=True)
+def calibration_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A fresh, empty calibration cache per test ($ROBUSTBENCH_CACHE, which subprocesses
+    inherit): no test reads or writes the user's, and no test sees another's figures."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("ROBUSTBENCH_CACHE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[_PostgresServer | None]:
     """A running PostgreSQL server for the session, or None when it cannot be had."""

@@ -21,6 +21,7 @@ from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores
 from robustbench_opt.errors import unknown
 from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
+from robustbench_opt.runner.calibrate import Calibration
 from robustbench_opt.runner.timings import TIMINGS, process_start
 from robustbench_opt.spec import StudySpec, load_study
 from robustbench_opt.spec.checks import EXECUTORS
@@ -61,7 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="who trains: ray, in-process (this machine, one trial at a time) or auto "
         "(overrides resources.executor)",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, write nothing to the database (timed figures are cached)",
+    )
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="time the plan's figures anew instead of reading this machine's calibration "
+        "cache ($ROBUSTBENCH_CACHE, else ~/.cache/robustbench-opt), and store them there",
+    )
     p.add_argument(
         "--timings", action="store_true", help="print where the run's wall time went, by phase"
     )
@@ -141,8 +152,15 @@ def _planned(
                 connect_early(address)
         return run_cpus(address)
 
+    calibration = Calibration(recalibrate=args.recalibrate)
     plan = make_plan(
-        store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent, local=not address
+        store,
+        spec,
+        study,
+        cpus=cpus,
+        max_concurrent=args.max_concurrent,
+        calibration=calibration,
+        local=not address,
     )
     return spec, study, url, address, store, plan
 

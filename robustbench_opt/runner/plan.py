@@ -2,9 +2,9 @@
 Ray): the cells to run, the tasks (Ray trials: single cells and packs) they are trained in, and
 the cost. `run --dry-run` prints the plan and `run` prints and executes the same one.
 
-Longer than 400 lines: the plan's three measured choices (the cost calibration, `packing: auto`'s
-probe and `cpus: auto`'s threads) share one step timer and are made here, in one pass, so that
-the dry run and the run make them the same way.
+The plan's three measured choices (the cost calibration, `packing: auto`'s probe and `cpus:
+auto`'s threads) are made here, in one pass, from the figures `calibrate` times, so that the
+dry run and the run make them the same way.
 """
 
 from __future__ import annotations
@@ -14,32 +14,34 @@ import functools
 import math
 import os
 import socket
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.datasets import dataset_info
 from robustbench_opt.errors import UserError
+from robustbench_opt.runner.calibrate import (
+    CALIBRATION_STEPS,
+    PACK_PAYS,
+    Calibration,
+    StepTimer,
+    ThreadTimer,
+    choose_threads,
+    device_kind,
+    local_cpus,
+    pack_speedup,
+    thread_counts,
+    time_threads,
+    time_training_images,
+)
 from robustbench_opt.runner.tasks import make_tasks
 from robustbench_opt.spec import Resources, StudySpec, diff_specs, identity, spec_hash
 from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store
 
 MAX_DIFF_LINES = 8  # changes named in a refusal
-CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
-CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
-MAX_CALIBRATION_STEPS = 50
-PACK_PAYS = 1.0  # `packing: auto` packs when a pack trains at least this x the cells per second
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
-CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
-
-# (config, steps, cells) -> seconds per trained image and cell, for `cells` packed cells (1: a
-# trial of its own), timed on this machine; tests inject their own
-StepTimer = Callable[[TrialConfig, int, int], float]
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Plan:
     slots: int = 0  # trials at once that the packs were sized for (0: nothing to run)
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
     timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
+    calibration: Calibration | None = field(default=None, repr=False)  # where `timer`'s went
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
@@ -123,10 +126,12 @@ def estimate_cost(
         f"{rates[k] * 1e3:.2g} ms per image" + ("" if k == 1 else f" and cell in packs of {k}")
         for k in sizes
     ]
+    source = plan.calibration.source(first, [(k, 1) for k in sizes]) if plan.calibration else ""
     return Cost(
         seconds,
         f"{plan.epochs_to_run} epochs in {len(tasks)} trials; calibrated by timing training "
-        f"steps of {first.model} on one thread of this machine: {', '.join(timed)}",
+        f"steps of {first.model} on one thread of this machine: {', '.join(timed)}"
+        + (f", {source}" if source else ""),
     )
 
 
@@ -145,56 +150,6 @@ def cell_seconds(config: TrialConfig, image_seconds: float) -> float:
     return epochs_to_run(config.recipe, two_pass) * (trained + evaluated) * image_seconds
 
 
-def time_training_images(
-    config: TrialConfig, steps: int, cells: int = 1, threads: int = 1
-) -> float:
-    """Seconds per trained image and cell on this machine: the median of at least `steps` timed
-    training steps (after one warm-up; more while under `CALIBRATION_SECONDS`) of `cells` cells
-    of the config's kind, built and stepped as a trial builds and steps them (`build_cells`;
-    one `Pack` when more than one, else the cell's own module with its memory format and
-    autocast; not compiled), on random images of its data set's shape, on `threads` CPU
-    threads (default one, as a 1-CPU trial)."""
-    import torch
-
-    from robustbench_opt.trial.build import build_cells, pack_configs
-    from robustbench_opt.trial.device import autocast, pick_device, use_channels_last
-    from robustbench_opt.trial.pack import Pack
-    from robustbench_opt.trial.single import Single
-
-    info = dataset_info(config.dataset)
-    device = pick_device(config.device)
-    built = build_cells(pack_configs(config, cells), info.num_classes, info.shape, device)
-    context, _ = autocast(config.recipe, device)
-    if cells > 1:
-        stepper: Pack | Single = Pack([cell.model for cell in built], context)
-    else:
-        channels_last = use_channels_last(config.recipe, device)
-        stepper = Single(built[0].model, context, False, channels_last)
-    optimizers = [cell.optimizer for cell in built]
-    batch = config.recipe.batch_size
-    x = torch.randn((cells, batch, *info.shape), device=device)
-    y = torch.randint(0, info.num_classes, (cells, batch), device=device)
-
-    def step() -> float:
-        start = time.perf_counter()
-        stepper.step(optimizers, x, y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        step()  # warm-up: allocations, lazy optimizer state
-        times = [step() for _ in range(steps)]
-        while sum(times) < CALIBRATION_SECONDS and len(times) < MAX_CALIBRATION_STEPS:
-            times.append(step())
-    finally:
-        torch.set_num_threads(before)
-    passes = 2 if optimizers[0].info.two_pass else 1
-    return statistics.median(times) / (batch * passes * cells)
-
-
 def make_plan(
     store: Store | None,
     spec: StudySpec,
@@ -205,6 +160,7 @@ def make_plan(
     timer: StepTimer | None = None,
     thread_timer: ThreadTimer | None = None,
     local: bool = True,
+    calibration: Calibration | None = None,
 ) -> Plan:
     """Checks `spec` against what `study` was registered with, lists the cells to train and
     the tasks to train them in (packs sized for `slots_for` trials at once).
@@ -214,8 +170,10 @@ def make_plan(
     (default `local_cpus`: a local Ray is started with them); it is asked only when there is
     something to run. `max_concurrent` is `run --max-concurrent`. With `resources.cpus: auto`
     the CPUs per trial are chosen from timed steps at 1, 2, 4, ... threads (`choose_threads`;
-    `thread_timer`, default `time_threads`). `local`: the run trains on this machine (no Ray
-    cluster to join), where `resources.executor: auto` may train in-process (`choose_executor`).
+    `thread_timer`, default `time_threads`). Every timed figure goes through `calibration`
+    (default: this machine's calibration cache), which reads a stored one instead of timing.
+    `local`: the run trains on this machine (no Ray cluster to join), where
+    `resources.executor: auto` may train in-process (`choose_executor`).
     """
     spec_dict = spec.to_dict()
     states: dict[str, str] = {}
@@ -244,29 +202,35 @@ def make_plan(
             measured = float(epochs["seconds"].mean())
     cells = spec.cells(stored)
     to_run = [c for c in cells if c.cell_id(study) not in skip]
-    plan = Plan(study, spec_dict, cells, states, to_run, busy, measured, timer=timer)
+    calibration = calibration or Calibration()
+    steps = calibration.step_timer(timer or time_training_images)  # the probe and cost share it
+    plan = Plan(study, spec_dict, cells, states, to_run, busy, measured)
+    plan.timer, plan.calibration = steps, calibration
     plan.grown = grown
     plan.max_concurrent = max_concurrent or spec.max_concurrent
     if to_run:
         have = (cpus or local_cpus)()
         plan.trial_cpus = 1.0 if spec.resources.cpus == "auto" else float(spec.resources.cpus)
         if spec.resources.cpus == "auto" and to_run[0].device != "cuda" and have > 1:
-            rates = {t: (thread_timer or time_threads)(to_run[0], t) for t in thread_counts(have)}
+            threads = calibration.thread_timer(thread_timer or time_threads)
+            rates = {t: threads(to_run[0], t) for t in thread_counts(have)}
             plan.trial_cpus = float(choose_threads(rates, len(to_run), int(have)))
             plan.thread_rates = rates
             plan.threads_basis = ", ".join(
                 f"{t} thread{'s' * (t > 1)} {rate * 1e3:.2g} ms per image"
                 for t, rate in rates.items()
             )
+            plan.threads_basis += f", {calibration.source(to_run[0], [(1, t) for t in rates])}"
         plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
         resources = spec.resources
         plan.tasks = make_tasks(plan.configs, resources, plan.slots)
         largest = max(plan.tasks, key=len)
         if spec.resources.packing == "auto" and len(largest) > 1:
-            plan.timer = _remembered(timer or time_training_images)  # the cost reuses it
             config = plan.configs[plan.tasks[0][0]]
-            speedup = pack_speedup(config, len(largest), plan.timer)
-            measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {_device_kind(config)}"
+            speedup = pack_speedup(config, len(largest), steps)
+            measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {device_kind(config)}"
+            source = calibration.source(config, [(1, 1), (len(largest), 1)])
+            measured += f", {source}" if source else ""
             if speedup < PACK_PAYS:
                 resources = dataclasses.replace(resources, packing="off")
                 plan.tasks = make_tasks(plan.configs, resources, plan.slots)
@@ -275,56 +239,6 @@ def make_plan(
                 plan.packing_note = f"packing on: {measured}"
         choose_executor(plan, resources, local)
     return plan
-
-
-# (config, threads) -> seconds per trained image on that many torch threads; tests inject one
-ThreadTimer = Callable[[TrialConfig, int], float]
-
-
-def time_threads(config: TrialConfig, threads: int) -> float:
-    """Seconds per trained image of one cell of `config`'s kind on `threads` torch threads."""
-    return time_training_images(config, CALIBRATION_STEPS, 1, threads)
-
-
-def thread_counts(cpus: float) -> list[int]:
-    """Threads per trial worth timing on `cpus` CPUs: 1, 2, 4, ... up to `cpus`."""
-    counts = [1]
-    while counts[-1] * 2 <= cpus:
-        counts.append(counts[-1] * 2)
-    return counts
-
-
-def choose_threads(rates: dict[int, float], cells: int, cpus: int) -> int:
-    """Threads per trial that finish `cells` one-cell trials soonest on `cpus` CPUs: with t
-    threads, cpus // t trials run at once, in ceil(cells / (cpus // t)) rounds of `rates[t]`
-    each (seconds per image: the rounds' relative length); the fewest threads on a tie (more
-    trials at once)."""
-    return min(rates, key=lambda t: (math.ceil(cells / max(1, cpus // t)) * rates[t], t))
-
-
-def pack_speedup(config: TrialConfig, cells: int, timer: StepTimer) -> float:
-    """Cells per second of a pack of `cells` cells of `config`'s kind over one cell alone, from
-    `timer`'s short calibration on this machine (`time_training_images`)."""
-    return timer(config, CALIBRATION_STEPS, 1) / timer(config, CALIBRATION_STEPS, cells)
-
-
-def _remembered(timer: StepTimer) -> StepTimer:
-    """`timer`, timing each (config, steps, cells) once: the pack probe and the cost share it."""
-    seen: dict[tuple[str, int, int], float] = {}
-
-    def timed(config: TrialConfig, steps: int, cells: int) -> float:
-        key = (repr(config), steps, cells)
-        if key not in seen:
-            seen[key] = timer(config, steps, cells)
-        return seen[key]
-
-    return timed
-
-
-def _device_kind(config: TrialConfig) -> str:
-    from robustbench_opt.trial.device import pick_device  # imports torch
-
-    return pick_device(config.device).type
 
 
 def _grown(store: Store, study: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -362,23 +276,6 @@ def run_cpus(address: str | None) -> float:
     from robustbench_opt.runner.connect import cluster_cpus  # imports Ray
 
     return cluster_cpus(address)
-
-
-def local_cpus() -> int:
-    """The CPUs this process may use: its CPU affinity (a Slurm or `taskset` allocation),
-    capped by a cgroup v2 CPU quota (a container's `--cpus`); a local Ray is started with
-    this many."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = CPU_QUOTA.read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return count
 
 
 def _refusal(

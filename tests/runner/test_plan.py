@@ -10,18 +10,17 @@ import pytest
 
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.datasets import REGISTRY
+from robustbench_opt.runner import calibrate
 from robustbench_opt.runner import plan as plan_module
-from robustbench_opt.runner.plan import (
+from robustbench_opt.runner.calibrate import (
     CALIBRATION_STEPS,
-    cell_seconds,
     choose_threads,
-    estimate_cost,
     local_cpus,
-    make_plan,
     thread_counts,
     time_training_images,
 )
-from robustbench_opt.runner.plan import pack_speedup as real_pack_speedup
+from robustbench_opt.runner.calibrate import pack_speedup as real_pack_speedup
+from robustbench_opt.runner.plan import cell_seconds, estimate_cost, make_plan
 from robustbench_opt.spec import load_study
 from robustbench_opt.trial.device import pick_device
 
@@ -142,8 +141,8 @@ def test_the_plans_packs_are_sized_for_its_slots(make_study) -> None:
 
 
 def test_local_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(plan_module.os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(plan_module, "CPU_QUOTA", tmp_path / "cpu.max")
+    monkeypatch.setattr(calibrate.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(calibrate, "CPU_QUOTA", tmp_path / "cpu.max")
     assert local_cpus() == 8  # no cgroup file
     for text, cpus in (("max 100000", 8), ("400000 100000", 4), ("150000 100000", 1)):
         (tmp_path / "cpu.max").write_text(text + "\n")
@@ -183,7 +182,7 @@ def test_cpus_auto_takes_the_threads_per_trial_from_the_timer(make_study) -> Non
     # 2 cells: 4 threads -> 2 rounds x 0.3; 2 threads -> 1 round x 0.4; 1 -> 1 x 1.0
     assert asked == [1, 2, 4] and plan.trial_cpus == 2.0 and plan.slots == 2
     assert plan.threads_basis == (
-        "1 thread 1 ms per image, 2 threads 0.4 ms per image, 4 threads 0.3 ms per image"
+        "1 thread 1 ms per image, 2 threads 0.4 ms per image, 4 threads 0.3 ms per image, timed now"
     )
     fixed = make_plan(None, spec, "auto", cpus=lambda: 4, thread_timer=timer)
     assert fixed.trial_cpus == 1.0 and fixed.threads_basis == "" and len(asked) == 3
@@ -215,7 +214,7 @@ def test_packing_auto_packs_only_where_the_probe_measures_that_a_pack_pays(
     asked: list[int] = []
     plan = make_plan(None, spec, "auto", cpus=lambda: 1, timer=_rates(1e-3, packed, asked))
     assert [len(task) for task in plan.tasks] == sizes  # 2 optimizers x 4 cells, 1 slot
-    assert plan.packing_note == note + pick_device(None).type  # where the plan is made
+    assert plan.packing_note == note + pick_device(None).type + ", timed now"  # here
     assert sorted(c for task in plan.tasks for c in task) == sorted(plan.configs)
     plan.cost  # noqa: B018 - the cost estimate reuses the probe's timings
     assert sorted(asked) == [1, 4]
