@@ -114,4 +114,3 @@ def run_plan(
                 disconnect()
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
-

@@ -353,9 +353,8 @@ def choose_executor(plan: Plan, resources: Resources, local: bool) -> None:
         )
     if chosen != "auto" or not local:
         plan.executor = "ray" if chosen == "auto" else chosen
-        plan.executor_note = (
-            f"executor {plan.executor}: "
-            + ("resources.executor" if chosen != "auto" else "the run joins a Ray cluster")
+        plan.executor_note = f"executor {plan.executor}: " + (
+            "resources.executor" if chosen != "auto" else "the run joins a Ray cluster"
         )
     else:
         rates = plan.thread_rates or {int(plan.trial_cpus): 1.0}

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from robustbench_opt.errors import UserError
+from robustbench_opt.runner.calibrate import Calibration
 from robustbench_opt.runner.execute import run_plan
 from robustbench_opt.runner.plan import duration, make_plan
 from robustbench_opt.spec import load_study
@@ -20,6 +21,11 @@ def _measured(epoch: dict) -> dict:
     return {k: v for k, v in epoch.items() if k != "seconds"}
 
 
+def anew() -> Calibration:
+    """A calibration that times every figure (the injected timer's), none from the cache."""
+    return Calibration(recalibrate=True)
+
+
 def _auto(make_study, lrs, **extra):  # noqa: ANN001, ANN202
     return load_study(make_study("ex", lrs, resources={"cpus": 1, "executor": "auto"}, **extra))
 
@@ -28,14 +34,18 @@ def test_auto_trains_in_process_when_the_training_is_shorter_than_rays_fixed_cos
     """10 ms per image: 4 digits cells x 2 epochs take ~2 min one after another, against Ray's
     8 s plus half of it on 2 workers; 1 us per image: 0.01 s, in-process."""
     spec = _auto(make_study, [0.1, 0.01])
-    slow = make_plan(None, spec, "ex", cpus=lambda: 2.0, timer=lambda c, s, k: 1e-2)
+    slow = make_plan(
+        None, spec, "ex", cpus=lambda: 2.0, timer=lambda c, s, k: 1e-2, calibration=anew()
+    )
     assert slow.executor == "ray" and slow.slots == 2
     alone, on_ray = duration(slow.cost.seconds), duration(8 + slow.cost.seconds / 2)
     assert slow.executor_note == (
         f"executor ray: about {alone} of training in this process against {on_ray} on Ray "
         "(8s to start it and a worker, then 2 trials at once)"
     )
-    fast = make_plan(None, spec, "ex", cpus=lambda: 2.0, timer=lambda c, s, k: 1e-6)
+    fast = make_plan(
+        None, spec, "ex", cpus=lambda: 2.0, timer=lambda c, s, k: 1e-6, calibration=anew()
+    )
     assert fast.executor == "in-process" and fast.slots == 1
     assert "against 8s on Ray" in fast.executor_note
     # sized for one slot: each optimizer's 2 cells in one pack (on 2 slots: one pack each too,
