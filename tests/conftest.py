@@ -206,12 +206,22 @@ class FakeTrial:
             with open(self.log, "a") as f:
                 f.write(json.dumps({"event": event, "cell": cell}) + "\n")
 
+    @staticmethod
+    def where() -> str:
+        """`fake@PID` of the process that trains, and `@GCS` in a Ray worker: its Ray's
+        address."""
+        import os
+        import sys
+
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            return f"fake@{os.getpid()}@{ray.get_runtime_context().gcs_address}"
+        return f"fake@{os.getpid()}"
+
     def one(self, config, on_epoch):  # (TrialConfig, callable) -> TrialResult
         import os
         import signal
         import time
-
-        import ray
 
         from robustbench_opt.config import EpochRecord, TrialResult
 
@@ -244,7 +254,7 @@ class FakeTrial:
             optimizer_kwargs={"lr": config.lr},
             weight_decay_mode="l2",
             n_params=0,
-            device="fake@" + ray.get_runtime_context().gcs_address,
+            device=self.where(),
             versions={},
             wall_seconds=self.epoch_seconds * len(epochs),
             config=config.to_dict(),
@@ -279,9 +289,11 @@ def ray_local() -> Iterator[None]:
 
 
 def write_study(path: Path, name: str, lrs: list[float], **extra: object) -> Path:
-    """A small digits study file: adam and sgd over `lrs`, wd 0, `extra` top-level keys."""
+    """A small digits study file: adam and sgd over `lrs`, wd 0, `extra` top-level keys;
+    trained on Ray (`resources.executor: ray`) unless `extra` says otherwise."""
     import yaml
 
+    resources = {"cpus": 1, "gpus": 0, "executor": "ray"} | dict(extra.pop("resources", {}))
     data = {
         "name": name,
         "dataset": "digits",
@@ -290,8 +302,8 @@ def write_study(path: Path, name: str, lrs: list[float], **extra: object) -> Pat
         "optimizers": ["adam", "sgd"],
         "lrs": lrs,
         "weight_decays": [0.0],
-        "resources": {"cpus": 1, "gpus": 0},
         **extra,
+        "resources": resources,
     }
     path.write_text(yaml.safe_dump(data))
     return path
@@ -321,6 +333,7 @@ from unittest import mock
 
 {source}
 
+import robustbench_opt.runner.in_process as in_process
 import robustbench_opt.runner.plan as plan
 import robustbench_opt.runner.worker as worker
 from robustbench_opt.cli import main
@@ -329,8 +342,8 @@ fake = FakeTrial(**json.loads(sys.argv[1]))
 # as the `packs_pay` fixture: a plan must not hang on the machine's load (a dry run and the run
 # are two processes and would each time a pack)
 with mock.patch.object(worker, "default_trial_fn", fake), mock.patch.object(
-    plan, "pack_speedup", lambda config, cells, timer: 2.0
-):
+    in_process, "default_trial_fn", fake
+), mock.patch.object(plan, "pack_speedup", lambda config, cells, timer: 2.0):
     sys.exit(main(sys.argv[2:]))
 """
 

@@ -410,3 +410,47 @@ def test_ctrl_c_or_sigterm_keeps_finished_cells_and_a_rerun_completes(
     assert complete == Counter(frame["cell_id"])  # every cell exactly once
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert_recorded_cells_trained_once(log, url, "interrupted", recorded)
+
+
+@pytest.mark.parametrize(
+    ("signum", "name"),
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, None)],
+    ids=["int", "term", "kill"],
+)
+def test_an_in_process_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats_nothing(
+    driver_script: Path, tmp_path: Path, make_study, signum: int, name: str | None
+) -> None:
+    """The in-process executor (no Ray): Ctrl-C or SIGTERM releases the cells in flight and
+    keeps the finished ones; kill -9 leaves its claims to a dead run, which the rerun frees.
+    Either way the rerun finishes every cell exactly once and trains no finished cell again."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = make_study("inproc", [0.1, 0.01], resources={"executor": "in-process"})
+    log = tmp_path / "log"
+    fake = {"epoch_seconds": 1.0, "log": str(log)}
+    args = [str(path), "--storage", url]
+    proc = drive(driver_script, fake, *args)
+    wait_for_a_recorded_cell(proc, url, "inproc")
+    os.killpg(proc.pid, signum)
+    code, out, err = finish(proc)
+    assert code != 0 and "Traceback" not in err
+    assert "executor in-process: resources.executor" in out
+    frame = Store(url).cells_frame("inproc")
+    recorded = set(frame.loc[frame["state"] == "done", "cell_id"])
+    if name is not None:
+        assert "running" not in set(frame["state"]), frame
+        assert f"stopped early by {name}" in err
+    assert len(recorded) < len(frame)  # stopped before the end
+
+    rerun = drive(driver_script, fake, *args)
+    code, out, err = finish(rerun)
+    assert code == 0, err
+    frame = Store(url).cells_frame("inproc")
+    assert set(frame["state"]) == {"done"}
+    trials = optuna_trials(url, "inproc")
+    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(frame["cell_id"])  # every cell exactly once
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert_recorded_cells_trained_once(log, url, "inproc", recorded)
+    drivers = {f"fake@{proc.pid}", f"fake@{rerun.pid}"}  # trained in the drivers themselves
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert {t.user_attrs["record"]["device"] for t in done} <= drivers

@@ -24,6 +24,7 @@ from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray
 from robustbench_opt.runner.calibrate import Calibration
 from robustbench_opt.runner.timings import TIMINGS, process_start
 from robustbench_opt.spec import StudySpec, load_study
+from robustbench_opt.spec.checks import EXECUTORS
 from robustbench_opt.states import FAILED, STATES
 from robustbench_opt.storage import Store, resolve_url
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Adds the `run` and `status` subcommands."""
     p = sub.add_parser(
         "run",
-        help="train a study's missing or failed cells on Ray Tune",
+        help="train a study's missing or failed cells (Ray Tune, or in-process when small)",
         description="Train every cell of a study that is not finished yet; rerun to resume.",
         allow_abbrev=False,
     )
@@ -54,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--packing",
         type=_packing,
         help="auto, off or the most cells per packed trial (overrides resources.packing)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="who trains: ray, in-process (this machine, one trial at a time) or auto "
+        "(overrides resources.executor)",
     )
     p.add_argument(
         "--dry-run",
@@ -118,10 +125,10 @@ def _planned(
     data_dir = args.data_dir or spec.data_dir
     if data_dir is not None:  # absolute: Ray runs each trial in its own working directory
         spec = dataclasses.replace(spec, data_dir=os.path.abspath(data_dir))
-    if args.packing is not None:
-        spec = dataclasses.replace(
-            spec, resources=dataclasses.replace(spec.resources, packing=args.packing)
-        )
+    for key in ("packing", "executor"):
+        if getattr(args, key) is not None:
+            resources = dataclasses.replace(spec.resources, **{key: getattr(args, key)})
+            spec = dataclasses.replace(spec, resources=resources)
     study = args.study_name or spec.name
     url = resolve_url(args.storage)
     address = ray_address(args.address)
@@ -131,7 +138,7 @@ def _planned(
 
     # The plan the run executes, exactly: a dry run computes and prints the same one.
     def cpus() -> float:  # asked only when there is something to run
-        if not args.dry_run:  # Ray starts now, beside packing and calibration
+        if not args.dry_run:
             # This machine trains: its data must be there before Ray starts or anything is
             # written. A cluster's nodes are checked by run_plan's preflight, before any claim.
             if not address:
@@ -139,14 +146,21 @@ def _planned(
 
                 for dataset in spec.datasets:
                     check_data(dataset, spec.data_dir, spec.download)
-            from robustbench_opt.runner.connect import connect_early  # imports Ray
+            if address or spec.resources.executor == "ray":  # Ray starts now, beside the plan
+                from robustbench_opt.runner.connect import connect_early  # imports Ray
 
-            connect_early(address)
+                connect_early(address)
         return run_cpus(address)
 
     calibration = Calibration(recalibrate=args.recalibrate)
     plan = make_plan(
-        store, spec, study, cpus=cpus, max_concurrent=args.max_concurrent, calibration=calibration
+        store,
+        spec,
+        study,
+        cpus=cpus,
+        max_concurrent=args.max_concurrent,
+        calibration=calibration,
+        local=not address,
     )
     return spec, study, url, address, store, plan
 
@@ -171,7 +185,11 @@ def _train(
         from robustbench_opt.runner.execute import run_plan
 
         outcome = run_plan(store, spec, plan, address=args.address)
-        print(run_summary(outcome.finished, outcome.wall_seconds, outcome.trial_seconds))
+        print(
+            run_summary(
+                outcome.finished, outcome.wall_seconds, outcome.trial_seconds, plan.executor
+            )
+        )
         if outcome.retried:
             print(
                 f"retried {len(outcome.retried)} cells in this run: their worker process or "
@@ -237,15 +255,16 @@ def status_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def run_summary(cells: int, wall_seconds: float, trial_seconds: float) -> str:
+def run_summary(
+    cells: int, wall_seconds: float, trial_seconds: float, executor: str = "ray"
+) -> str:
     """What a run took, in words: its wall time against the trials' summed training time."""
     line = f"trained {cells} cells in {duration(wall_seconds)} of wall time"
     if not trial_seconds:
         return line
     ratio = wall_seconds / trial_seconds
-    why = (
-        "trials ran in parallel" if ratio < 1 else "the rest is starting Ray and scheduling trials"
-    )
+    rest = "starting Ray and scheduling trials" if executor == "ray" else "claims and records"
+    why = "trials ran in parallel" if ratio < 1 else f"the rest is {rest}"
     return (
         f"{line}; the trials themselves took {duration(trial_seconds)} added up, so the run "
         f"took {ratio:.2f} x their training time ({why})"
@@ -281,6 +300,7 @@ def _print_plan(plan: Plan, path: str, url: str, spec: StudySpec, address: str |
             f"trials: {len(plan.tasks)} (packing {spec.resources.packing}: up to "
             f"{max(sizes)} cells per trial, {shape} cells, for {plan.slots} slots {where})"
         )
+        print(plan.executor_note)
         threads = f"{plan.trial_cpus:g} CPU{'s' * (plan.trial_cpus != 1)} (torch threads) per trial"
         if plan.threads_basis:
             threads += f", chosen by timing training steps: {plan.threads_basis}"

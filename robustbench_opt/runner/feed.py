@@ -1,10 +1,11 @@
-"""The task feed: Tune's searcher, handing out the plan's tasks and claiming their cells.
+"""The task feed: hands out the plan's tasks and claims their cells, one task at a time.
 
-A task is one Ray trial: one cell, or a pack of cells of one optimizer entry and variant
-(`tasks.make_tasks`). The feed hands Tune the next task when a slot frees and claims its cells
-only then, so a run holds a window of cells, never the whole study, and two launchers on one
-database share a study's cells: cells another launcher claimed first are skipped, and a task it
-partly took trains the rest.
+A task is one trial: one cell, or a pack of cells of one optimizer entry and variant
+(`tasks.make_tasks`). The feed hands the executor (Tune, through `tune_fit.TuneFeed`, or the
+in-process loop) the next task when a slot frees and claims its cells only then, so a run
+holds a window of cells, never the whole study, and two launchers on one database share a
+study's cells: cells another launcher claimed first are skipped, and a task it partly took
+trains the rest.
 
 Cells lost with their worker process or node (the recorder tells it, `settle`) are handed out
 again in the same run, first, up to `LOST_RETRIES` times each: the recorder has recorded that
@@ -20,8 +21,6 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
-from ray.tune.search import Searcher
-
 from robustbench_opt.config import PER_CELL, TrialConfig
 from robustbench_opt.runner.interrupt import atomic
 from robustbench_opt.storage import Store
@@ -29,8 +28,10 @@ from robustbench_opt.storage import Store
 LOST_RETRIES = 2  # times one run trains a cell again after it was lost with a worker or node
 
 
-class TaskFeed(Searcher):
-    """Hands Tune one task at a time and claims its cells only then (a window, not the study)."""
+class TaskFeed:
+    """Hands out one task at a time and claims its cells only then (a window, not the study)."""
+
+    FINISHED = "FINISHED"  # `suggest`: nothing is left to hand out (Tune's `Searcher.FINISHED`)
 
     def __init__(
         self,
@@ -40,24 +41,18 @@ class TaskFeed(Searcher):
         tasks: Sequence[list[str]],
         configs: dict[str, TrialConfig],
     ) -> None:
-        super().__init__(metric=None, mode=None)
         self.store, self.study, self.run_id = store, study, run_id
         self.queue, self.configs = deque(tasks), configs
         # What a task's cells share, sent to the workers once (`worker.trainable`'s `groups`);
-        # a trial's parameters carry only its cells' ids, lr, weight decay and seed.
+        # a trial's parameters carry only its cells' per-cell values.
         self.groups: dict[str, int] = {}
         for config in configs.values():
             self.groups.setdefault(config.pack_key, len(self.groups))
         self.claimed: dict[str, None] = {}  # cell ids this feed claimed, in order, once each
-        self.handed_out = 0  # trials handed to Tune
+        self.handed_out = 0  # trials handed out
         self.total = len(tasks)  # trials to hand out, retries included
         self.retries: Counter[str] = Counter()  # cell id -> times retried after a loss
-        self.unsettled: set[str] = set()  # Ray trial ids handed out and not yet settled
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune may pickle its searcher for restores, which we never do: drop live handles."""
-        drop = ("store", "queue", "configs")
-        return {k: v for k, v in self.__dict__.items() if k not in drop}
+        self.unsettled: set[str] = set()  # trial ids handed out and not yet settled
 
     def shared(self) -> list[dict[str, Any]]:
         """Each group's config without the per-cell keys, in group order."""
@@ -65,6 +60,10 @@ class TaskFeed(Searcher):
 
     @atomic
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next task, as trial `trial_id`'s parameters ("cells": its cells, claimed now;
+        "group": the index of their shared config in `shared()`; "per_cell": their own
+        values). When nothing is left: None while a trial is unsettled (it may yet lose cells
+        to retry: ask again later), else FINISHED."""
         while self.queue:
             got = self.store.claim(self.study, self.run_id, self.queue.popleft())
             if got:
@@ -79,7 +78,7 @@ class TaskFeed(Searcher):
                         {key: getattr(self.configs[cell], key) for key in PER_CELL} for cell in got
                     ],
                 }
-        return None if self.unsettled else Searcher.FINISHED  # None: ask again later
+        return None if self.unsettled else self.FINISHED
 
     def settle(self, trial_id: str, lost: Sequence[str] = ()) -> list[str]:
         """Trial `trial_id` ended; `lost` are its unfinished cells when its worker or node
@@ -92,6 +91,3 @@ class TaskFeed(Searcher):
             self.queue.appendleft(again)
             self.total += 1
         return again
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        """Results are recorded by `recorder.Recorder`, per cell, which settles the trial."""

@@ -36,7 +36,7 @@ from robustbench_opt.runner.calibrate import (
     time_training_images,
 )
 from robustbench_opt.runner.tasks import make_tasks
-from robustbench_opt.spec import StudySpec, diff_specs, identity, spec_hash
+from robustbench_opt.spec import Resources, StudySpec, diff_specs, identity, spec_hash
 from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store
 
@@ -64,6 +64,9 @@ class Plan:
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
     packing_note: str | None = None  # what `packing: auto` measured and chose
+    executor: str = "ray"  # who trains the trials: "ray" or "in-process" (`choose_executor`)
+    executor_note: str = ""  # why
+    thread_rates: dict[int, float] = field(default_factory=dict)  # `cpus: auto`'s timings
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -156,6 +159,7 @@ def make_plan(
     max_concurrent: int | None = None,
     timer: StepTimer | None = None,
     thread_timer: ThreadTimer | None = None,
+    local: bool = True,
     calibration: Calibration | None = None,
 ) -> Plan:
     """Checks `spec` against what `study` was registered with, lists the cells to train and
@@ -168,6 +172,8 @@ def make_plan(
     the CPUs per trial are chosen from timed steps at 1, 2, 4, ... threads (`choose_threads`;
     `thread_timer`, default `time_threads`). Every timed figure goes through `calibration`
     (default: this machine's calibration cache), which reads a stored one instead of timing.
+    `local`: the run trains on this machine (no Ray cluster to join), where
+    `resources.executor: auto` may train in-process (`choose_executor`).
     """
     spec_dict = spec.to_dict()
     states: dict[str, str] = {}
@@ -209,13 +215,15 @@ def make_plan(
             threads = calibration.thread_timer(thread_timer or time_threads)
             rates = {t: threads(to_run[0], t) for t in thread_counts(have)}
             plan.trial_cpus = float(choose_threads(rates, len(to_run), int(have)))
+            plan.thread_rates = rates
             plan.threads_basis = ", ".join(
                 f"{t} thread{'s' * (t > 1)} {rate * 1e3:.2g} ms per image"
                 for t, rate in rates.items()
             )
             plan.threads_basis += f", {calibration.source(to_run[0], [(1, t) for t in rates])}"
         plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
-        plan.tasks = make_tasks(plan.configs, spec.resources, plan.slots)
+        resources = spec.resources
+        plan.tasks = make_tasks(plan.configs, resources, plan.slots)
         largest = max(plan.tasks, key=len)
         if spec.resources.packing == "auto" and len(largest) > 1:
             config = plan.configs[plan.tasks[0][0]]
@@ -224,11 +232,12 @@ def make_plan(
             source = calibration.source(config, [(1, 1), (len(largest), 1)])
             measured += f", {source}" if source else ""
             if speedup < PACK_PAYS:
-                off = dataclasses.replace(spec.resources, packing="off")
-                plan.tasks = make_tasks(plan.configs, off, plan.slots)
+                resources = dataclasses.replace(resources, packing="off")
+                plan.tasks = make_tasks(plan.configs, resources, plan.slots)
                 plan.packing_note = f"packing off: {measured}"
             else:
                 plan.packing_note = f"packing on: {measured}"
+        choose_executor(plan, resources, local)
     return plan
 
 
@@ -319,3 +328,51 @@ def check_address(address: str) -> None:
             f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; "
             "check --address or $RAY_ADDRESS and that the head node is up"
         ) from None
+
+
+# Ray's fixed cost of a run on this machine: starting it, a first worker importing torch, and
+# shutting down (measured 8-10 s on a quiet 2-core machine: `run --timings`, "Ray start",
+# "first worker ready" and "shutdown"); `executor: auto` trains in-process when the training
+# alone takes less than this plus the training spread over Ray's workers.
+RAY_FIXED_SECONDS = 8.0
+
+
+def choose_executor(plan: Plan, resources: Resources, local: bool) -> None:
+    """Sets `plan.executor` and says why (`executor_note`): `resources.executor`,
+    Ray on a cluster, else (auto, this machine) the sooner of in-process (the tasks one after
+    another, on the fastest measured thread count) and Ray (`RAY_FIXED_SECONDS` plus the tasks
+    over its slots, at the plan's threads per trial), from the calibrated cost. In-process
+    trains one task at a time: its tasks are sized for one slot (`resources`: the study's, with
+    the packing the plan chose)."""
+    chosen = resources.executor
+    if chosen == "in-process" and not local:
+        raise UserError(
+            "resources.executor is in-process, but the run joins a Ray cluster (--address or "
+            "$RAY_ADDRESS): the driver would train on its own machine only; set executor to "
+            "ray or auto, or run without an address"
+        )
+    if chosen != "auto" or not local:
+        plan.executor = "ray" if chosen == "auto" else chosen
+        plan.executor_note = f"executor {plan.executor}: " + (
+            "resources.executor" if chosen != "auto" else "the run joins a Ray cluster"
+        )
+    else:
+        rates = plan.thread_rates or {int(plan.trial_cpus): 1.0}
+        one = rates.get(1, rates[int(plan.trial_cpus)])
+        threads = min(rates, key=lambda t: (rates[t], t))
+        seconds = plan.cost.seconds  # one thread, the tasks one after another
+        alone = seconds * rates[threads] / one
+        parallel = min(plan.slots, len(plan.tasks))
+        on_ray = RAY_FIXED_SECONDS + seconds * rates[int(plan.trial_cpus)] / one / parallel
+        plan.executor = "in-process" if alone <= on_ray else "ray"
+        plan.executor_note = (
+            f"executor {plan.executor}: about {duration(alone)} of training in this process "
+            f"against {duration(on_ray)} on Ray ({RAY_FIXED_SECONDS:.0f}s to start it and a "
+            f"worker, then {parallel} trial{'s' * (parallel > 1)} at once)"
+        )
+        if plan.executor == "in-process":
+            plan.trial_cpus = float(threads)
+    if plan.executor == "in-process" and plan.slots != 1:
+        plan.slots = 1
+        plan.tasks = make_tasks(plan.configs, resources, 1)
+        plan.__dict__.pop("cost", None)  # estimated anew for these tasks

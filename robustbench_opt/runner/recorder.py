@@ -1,10 +1,11 @@
-"""The recorder: the driver-side Tune callback that writes every trial event, per cell.
+"""The recorder: the driver side that writes every trial event, per cell.
 
-Workers only train and `tune.report` JSON strings tagged with the cell id, one per epoch
-(`rbo_epoch`) and one per finished cell (`rbo_result`); they hold no database code or
-credentials. The recorder writes each event through the Store, shows the progress line and,
-when a trial ends, settles it with the feed: a trial that raised fails its unfinished cells
-(the next run retries them), while the unfinished cells of a trial whose worker process or node
+Trials only train and report JSON strings tagged with the cell id (`reports`: one per epoch,
+one per finished cell): a Ray worker through `tune.report` (`tune_fit.TuneRecorder` passes
+them on), the in-process loop directly; Ray workers hold no database code or credentials. The
+recorder writes each event through the Store, shows the progress line and, when a trial ends,
+settles it with the feed: a trial that raised fails its unfinished cells (the next run retries
+them), while the unfinished cells of a trial whose worker process or node
 died (`lost`) are recorded as failed attempts and handed to the feed to train again in this
 run. A pack's finished cells stay finished either way. The run's heartbeat is here too.
 """
@@ -13,18 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import ray
-from ray import tune
-from ray.exceptions import LocalRayletDiedError, NodeDiedError, RayActorError, WorkerCrashedError
-
 from robustbench_opt.config import EpochRecord, TrialResult
-from robustbench_opt.runner import orphans
 from robustbench_opt.runner.feed import TaskFeed
 from robustbench_opt.runner.interrupt import atomic
 from robustbench_opt.runner.plan import duration
@@ -34,12 +31,10 @@ from robustbench_opt.storage import HEARTBEAT_SECONDS, Store
 
 LOG_EVERY_S = 30.0  # off a terminal, a progress line at most this often ...
 LOG_EVERY_SHARE = 0.01  # ... or when another 1% of the cells finished, and at the end
-# Ray's errors for a trial whose process or node went away (not for one that raised)
-LOST_ERRORS = (RayActorError, WorkerCrashedError, NodeDiedError, LocalRayletDiedError)
 
 
-class Recorder(tune.Callback):
-    """Driver-side Tune callback: writes every trial event through the Store, shows progress."""
+class Recorder:
+    """Writes every trial event through the Store and shows progress (driver side)."""
 
     def __init__(self, store: Store, study: str, total: int, stream: TextIO, feed: TaskFeed):
         self.store, self.study, self.total, self.stream = store, study, total, stream
@@ -49,33 +44,27 @@ class Recorder(tune.Callback):
         self.failed: dict[str, str] = {}  # cell id -> error
         self.retried: dict[str, str] = {}  # cell id -> the error it was lost with, last time
         self.task_seconds: dict[str, float] = {}  # Ray trial id -> its longest cell's seconds
-        self.started = time.monotonic()
+        self.began = time.monotonic()
         self.tty = stream.isatty()
         self.logged_at, self.logged_finished = -math.inf, -1  # last line off a terminal
         self.first_ready = math.inf  # epoch seconds the first trial's worker began it
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its run config for restores, which we never do: drop the live handles."""
-        drop = ("store", "stream", "feed")
-        return {k: v for k, v in self.__dict__.items() if k not in drop}
-
     @atomic
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        orphans.refresh()  # the trial's worker joins this run's record of Ray processes
+    def started(self, cells: Sequence[str]) -> None:
+        """A trial of `cells` started."""
         with TIMINGS.phase("recording"):
-            for cell_id in trial.config["cells"]:
+            for cell_id in cells:
                 self.store.record_start(self.study, cell_id)
                 self.running.add(cell_id)
         self._show()
 
     @atomic
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
+    def report(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Trial `trial_id` reported `result` (`epoch_report` or `result_report`)."""
         with TIMINGS.phase("recording"):
-            self._record(trial, result)
+            self._record(trial_id, result)
 
-    def _record(self, trial: Any, result: dict) -> None:
+    def _record(self, trial_id: str, result: dict[str, Any]) -> None:
         cell_id = result.get("cell")
         if "rbo_ready" in result:
             self.first_ready = min(self.first_ready, float(result["rbo_ready"]))
@@ -86,21 +75,23 @@ class Recorder(tune.Callback):
             outcome = TrialResult.from_dict(json.loads(result["rbo_result"]))
             self.store.record_result(self.study, cell_id, outcome)
             # A pack's cells each report the pack's time so far: count the trial once.
-            seconds = max(self.task_seconds.get(trial.trial_id, 0.0), outcome.wall_seconds)
-            self.task_seconds[trial.trial_id] = seconds
+            seconds = max(self.task_seconds.get(trial_id, 0.0), outcome.wall_seconds)
+            self.task_seconds[trial_id] = seconds
             self._end(cell_id, DIVERGED if outcome.status == "diverged" else DONE)
 
     @atomic
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        for cell_id in self._unfinished(trial):
+    def completed(self, trial_id: str, cells: Sequence[str]) -> None:
+        """Trial `trial_id` of `cells` returned; a cell it did not report finished fails."""
+        for cell_id in self._unfinished(cells):
             self._fail(cell_id, TrialError("trial ended without reporting a result", "", False))
-        self.feed.settle(trial.trial_id)
+        self.feed.settle(trial_id)
 
     @atomic
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = error_of(trial)
-        unfinished = self._unfinished(trial)  # a pack's finished cells stay finished
-        again = self.feed.settle(trial.trial_id, unfinished if error.lost else ())
+    def errored(self, trial_id: str, cells: Sequence[str], error: TrialError) -> None:
+        """Trial `trial_id` of `cells` raised or was lost: its unfinished cells fail, or, when
+        lost, go back to the feed (up to its retries)."""
+        unfinished = self._unfinished(cells)  # a pack's finished cells stay finished
+        again = self.feed.settle(trial_id, unfinished if error.lost else ())
         for cell_id in unfinished:
             if cell_id in again:  # this attempt failed; the feed hands the cell out again
                 self.store.record_failure(self.study, cell_id, error.line, error.detail)
@@ -120,8 +111,8 @@ class Recorder(tune.Callback):
             self.stream.write("\n")
             self.stream.flush()
 
-    def _unfinished(self, trial: Any) -> list[str]:
-        return [cell_id for cell_id in trial.config["cells"] if cell_id not in self.finished]
+    def _unfinished(self, cells: Sequence[str]) -> list[str]:
+        return [cell_id for cell_id in cells if cell_id not in self.finished]
 
     def _fail(self, cell_id: str, error: TrialError) -> None:
         self.store.record_failure(self.study, cell_id, error.line, error.detail)
@@ -162,7 +153,7 @@ class Recorder(tune.Callback):
         n = len(self.finished)
         if n == 0:
             return "?"
-        per_cell = (time.monotonic() - self.started) / n
+        per_cell = (time.monotonic() - self.began) / n
         return duration(per_cell * (self.total - n))
 
 
@@ -192,25 +183,9 @@ class TrialError:
     detail: str
     lost: bool
 
-
-def error_of(trial: Any) -> TrialError:
-    """A failed trial's error, read from the trial's local error files: `Trial.get_error()`
-    reads the storage copy, which is not synced yet when `on_trial_error` runs."""
-    detail, err = "", None
-    if trial.error_file and os.path.exists(trial.error_file):
-        with open(trial.error_file) as f:
-            detail = f.read()
-    if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
-        with open(trial.pickled_error_file, "rb") as f:
-            err = ray.cloudpickle.load(f)
-    if err is None:
-        lines = [line for line in detail.splitlines() if line.strip()]
-        return TrialError(
-            lines[-1] if lines else "trial failed without an error message", detail, False
-        )
-    cause = getattr(err, "cause", None) or err
-    # An actor whose creation raised is the code's failure, not a lost process.
-    lost = isinstance(cause, LOST_ERRORS) and not getattr(err, "actor_init_failed", False)
-    message = str(cause).strip().splitlines()
-    line = f"{type(cause).__name__}: {message[0]}" if message else type(cause).__name__
-    return TrialError(line, detail, lost)
+    @classmethod
+    def raised(cls, err: BaseException) -> TrialError:
+        """The error of a trial that raised `err` (in this process)."""
+        message = str(err).strip().splitlines()
+        line = f"{type(err).__name__}: {message[0]}" if message else type(err).__name__
+        return cls(line, "".join(traceback.format_exception(err)), False)

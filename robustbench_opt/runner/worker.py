@@ -2,14 +2,12 @@
 
 A trial rebuilds its cells' configs from the group config Tune holds once and its own per-cell
 values, trains them with a trainer (`TrialFn`: the trial engine, or what a test injects), and
-reports each cell's epochs and result through `tune.report`, tagged with the cell id. Workers
-hold no database code or credentials; the driver's recorder writes.
+reports each cell's epochs and result through `tune.report` (`reports`). Workers hold no
+database code or credentials; the driver's recorder writes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +17,10 @@ from ray import tune
 
 from robustbench_opt.config import EpochRecord, TrialConfig, TrialResult
 from robustbench_opt.errors import UserError
+from robustbench_opt.runner.reports import epoch_report, result_report
 from robustbench_opt.spec import StudySpec
-from robustbench_opt.trial.hooks import EpochHook, ResultHook
+from robustbench_opt.trial.hooks import EpochHook, ResultHook, TrialFn
 
-# A trainer: trains a task's cells (one, or a pack), reporting each cell's epochs and result
-# through the hooks (`trial.train_cells`'s signature; tests inject their own).
-TrialFn = Callable[[list[TrialConfig], EpochHook, ResultHook], object]
 # What Tune is asked for per trial: fixed, or per task (`gpus: auto`). Not `spec.Resources`,
 # the study's own request that this is derived from.
 RayResources = dict[str, float] | Callable[[dict[str, Any]], dict[str, float]]
@@ -52,13 +48,10 @@ def trainable(params: dict[str, Any], groups: list[dict[str, Any]], trial_fn: Tr
     cells = [TrialConfig.from_dict(shared | values) for values in params["per_cell"]]
 
     def on_epoch(k: int, record: EpochRecord) -> None:
-        epoch = json.dumps(dataclasses.asdict(record))
-        tune.report({"cell": ids[k], "rbo_epoch": epoch, "rbo_ready": ready})
+        tune.report(epoch_report(ids[k], record, ready))
 
     def on_result(k: int, result: TrialResult) -> None:
-        tune.report(
-            {"cell": ids[k], "rbo_result": json.dumps(result.to_dict()), "rbo_ready": ready}
-        )
+        tune.report(result_report(ids[k], result, ready))
 
     trial_fn(cells, on_epoch, on_result)
 

@@ -26,8 +26,9 @@ A study file is YAML. Every key except `name`, `dataset`, `model` and `optimizer
     lrs: [0.1, 0.01, 0.001]      # a list, or log-spaced: {log_range: [1.0e-4, 1.0e-1], num: 4}
     weight_decays: [0.0, 5.0e-4]
     seeds: [0, 1]                # default [0]
-    resources: {cpus: 1, gpus: 0, packing: auto}   # per trial; gpus: 0 (CPU), a fraction in
-                                 # (0, 1], or auto; packing: auto | off | most cells per trial
+    resources: {cpus: 1, gpus: 0, packing: auto, executor: auto}   # per trial; gpus: 0 (CPU),
+                                 # a fraction in (0, 1], or auto; packing: auto | off | most
+                                 # cells per trial; executor: auto | ray | in-process
     max_concurrent: 4            # at most this many trials at once (default: as resources allow)
 
 Grid cells are optimizer x variant x lr x weight decay x seed. Numbers such as `1e-3` are read as

@@ -378,6 +378,17 @@ def packing(src: Source, value: Any, key: Key) -> int | str:
     )
 
 
+EXECUTORS = ("auto", "ray", "in-process")  # `resources.executor`
+
+
+def executor(src: Source, value: Any, key: Key) -> str:
+    """Who trains the trials: "ray" (Ray workers), "in-process" (the driver, one trial after
+    another, on this machine only) or "auto" (the plan chooses from the calibrated cost)."""
+    if value in EXECUTORS:
+        return value
+    raise src.error(key, f"expected one of {', '.join(EXECUTORS)}, got {value!r}")
+
+
 def kind(value: Any) -> str:
     """A value and its type, for messages: `'ten' (str)`, `nothing (null)`."""
     if value is None:

@@ -76,6 +76,7 @@ RESOURCES: Table = {
     "cpus": Field(c.cpus, default=1.0),
     "gpus": Field(c.gpus, default=0.0),
     "packing": Field(c.packing, default="auto"),
+    "executor": Field(c.executor, default="auto"),
 }
 
 TOP_LEVEL: Table = {

@@ -97,6 +97,8 @@ class Resources:
     cpus: float | Literal["auto"] = 1.0  # "auto": the plan measures threads per trial
     gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.memory decides
     packing: int | Literal["auto", "off"] = "auto"  # cells trained as one pack (one trial)
+    # who trains the trials: Ray workers, the driver itself, or "auto" (the plan measures)
+    executor: Literal["auto", "ray", "in-process"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,7 @@ class StudySpec:
                     "cpus": self.resources.cpus,
                     "gpus": self.resources.gpus,
                     "packing": self.resources.packing,
+                    "executor": self.resources.executor,
                 },
                 "max_concurrent": self.max_concurrent,
             }
