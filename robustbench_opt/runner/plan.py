@@ -58,8 +58,8 @@ class Plan:
     tasks: list[list[str]] = field(default_factory=list)  # the run's Ray trials, as cell ids
     slots: int = 0  # trials at once that the packs were sized for (0: nothing to run)
     max_concurrent: int | None = None  # the cap on trials at once given to Tune (None: as fit)
-    timer: StepTimer | None = field(default=None, repr=False)  # for `cost`; tests inject one
-    calibration: Calibration | None = field(default=None, repr=False)  # where `timer`'s went
+    timer: StepTimer | None = field(default=None, repr=False)  # `cost`'s, through `calibration`
+    calibration: Calibration | None = field(default=None, repr=False)  # the figures' cache
     grown: bool = False  # a sampled space's points grew: the new points register as new cells
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)

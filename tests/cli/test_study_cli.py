@@ -72,8 +72,34 @@ def test_dry_run_writes_nothing(tmp_path: Path, make_study, capsys) -> None:
         "trials: 2 (packing auto: up to 3 cells per trial, 2 x 3 cells, for 2 slots on this " in out
     )
     assert "cost: about " in out and "(12 epochs in 2 trials; calibrated by timing" in out
-    assert "ms per image and cell in packs of 3)" in out
+    assert "ms per image and cell in packs of 3, timed now)" in out
     assert not (tmp_path / "r.db").exists()
+
+
+def test_the_run_reads_the_dry_runs_figures_unless_recalibrating(
+    tmp_path: Path, make_study, capsys, monkeypatch, calibration_cache: Path
+) -> None:
+    """The figures a dry run timed are read by the next plan on this machine, and the plan
+    says so; --recalibrate times them anew (an injected timer, counted)."""
+    import robustbench_opt.runner.plan as plan
+
+    timed: list[int] = []
+    monkeypatch.setattr(
+        plan, "time_training_images", lambda config, steps, cells: timed.append(cells) or 1e-3
+    )
+    path = make_study("cal", [0.1, 0.01, 0.001])
+    argv = ["run", str(path), "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--dry-run"]
+    argv += ["--max-concurrent", "2"]
+    outs = []
+    for extra in ([], [], ["--recalibrate"]):
+        with no_ray():
+            code, out, _ = run_cli(argv + extra, capsys)
+        assert code == 0
+        outs.append(out.split("cost: ")[1].splitlines()[0])
+    assert timed == [3, 3]  # a pack of 3: by the first dry run and the recalibrating one
+    assert outs[0].endswith("packs of 3, timed now)") and outs[2] == outs[0]
+    assert "packs of 3, from this machine's calibration cache, measured " in outs[1]
+    assert (calibration_cache / "calibration.json").exists() and not (tmp_path / "r.db").exists()
 
 
 def test_run_only_edits_keep_the_study(finished, tmp_path: Path, study_writer, capsys) -> None:
