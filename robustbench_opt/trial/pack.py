@@ -5,7 +5,10 @@
   optimizer updates its slice in place and keeps its state and param groups untouched.
 - One step = one fused forward over the K per-cell batches, one backward of
   the summed per-cell losses (cell k's gradient is exactly d loss_k / d w_k), each slice's
-  `.grad` set from the stacked gradient, then each cell's ordinary `optimizer.step()`. BatchNorm
+  `.grad` set from the stacked gradient, then the optimizer step: one over the stack where the
+  registry entry has a stacked rule (`optim.stacked`: SGD, momentum, Nesterov, Adam, AdamW,
+  each cell's hyperparameters read from its own param groups; its optimizer state holds views
+  of the stacked state), else each cell's ordinary `optimizer.step()`. BatchNorm
   running statistics are stacked buffers passed to `functional_call`; vmap updates each cell's
   slice in place. Two-pass optimizers (SAM family) use their two-step protocol (`first_step`,
   `second_step`): all cells ascend, one fused second pass at w + e (running statistics frozen,
