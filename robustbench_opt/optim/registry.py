@@ -30,6 +30,7 @@ import pytorch_optimizer
 import torch
 
 from robustbench_opt.errors import UserError, closest
+from robustbench_opt.optim.stacked import ADAM, SGD, StackedRule
 
 # How an entry applies weight decay lambda:
 #   l2: lambda * theta is added to the gradient (it enters the adaptive moments);
@@ -66,6 +67,8 @@ class OptimizerInfo:
     # library flags we fix; users may not override them
     pinned: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     accepts_weight_decay: bool = True  # False: the class has no weight_decay (then it must be 0)
+    # its update over K cells' stacked parameters at once (packs), or None: one step per cell
+    stacked: StackedRule | None = None
 
 
 def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -82,6 +85,7 @@ def _entry(
     pinned: Mapping[str, Any] = _EMPTY,
     two_pass: bool = False,
     aliases: tuple[str, ...] = (),
+    stacked: StackedRule | None = None,
 ) -> OptimizerInfo:
     """A registry entry whose accepted keywords are exactly its defaults' keys."""
     return OptimizerInfo(
@@ -94,6 +98,7 @@ def _entry(
         reference=reference,
         aliases=aliases,
         pinned=_frozen(pinned),
+        stacked=stacked,
     )
 
 
@@ -106,6 +111,7 @@ _ENTRIES: tuple[OptimizerInfo, ...] = (
         torch.optim.SGD,
         defaults={},
         pinned={"momentum": 0.0, "dampening": 0.0, "nesterov": False},
+        stacked=SGD,
         weight_decay_mode="l2",
         reference="plain SGD, theta <- theta - lr g (eq. 2); torch.optim.SGD with momentum 0",
     ),
@@ -114,6 +120,7 @@ _ENTRIES: tuple[OptimizerInfo, ...] = (
         torch.optim.SGD,
         defaults={"momentum": 0.9},
         pinned={"dampening": 0.0, "nesterov": False},
+        stacked=SGD,
         weight_decay_mode="l2",
         reference=(
             "heavy ball (Polyak 1964; eq. 3-4); torch.optim.SGD, framework convention "
@@ -125,6 +132,7 @@ _ENTRIES: tuple[OptimizerInfo, ...] = (
         torch.optim.SGD,
         defaults={"momentum": 0.9},
         pinned={"dampening": 0.0, "nesterov": True},
+        stacked=SGD,
         weight_decay_mode="l2",
         reference=(
             "Nesterov accelerated gradient (Nesterov 1983; Sutskever et al. 2013; eq. 5); "
@@ -135,6 +143,7 @@ _ENTRIES: tuple[OptimizerInfo, ...] = (
         "adam",
         torch.optim.Adam,
         defaults=_ADAM_DEFAULTS,
+        stacked=ADAM,
         weight_decay_mode="l2",
         reference=(
             "Adam (Kingma & Ba, arXiv 1412.6980; eq. 6-10), weight decay as L2 in the gradient "
@@ -145,6 +154,7 @@ _ENTRIES: tuple[OptimizerInfo, ...] = (
         "adamw",
         torch.optim.AdamW,
         defaults=_ADAM_DEFAULTS,
+        stacked=ADAM,
         weight_decay_mode="decoupled",
         reference=(
             "AdamW (Loshchilov & Hutter, arXiv 1711.05101); torch.optim.AdamW: "

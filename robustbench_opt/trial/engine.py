@@ -49,6 +49,7 @@ from robustbench_opt.trial.build import BuiltCell, build_cells
 from robustbench_opt.trial.device import (
     autocast,
     describe_device,
+    keep_cpu_heap,
     pick_device,
     use_channels_last,
 )
@@ -180,6 +181,7 @@ class Trial:
             "channels_last": channels_last,
             "compile": recipe.compile,
             "threads": torch.get_num_threads(),
+            "cpu_heap_kept": device.type == "cpu" and keep_cpu_heap(),
         }
         shared = [
             "data path: "

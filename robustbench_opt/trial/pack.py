@@ -5,7 +5,10 @@
   optimizer updates its slice in place and keeps its state and param groups untouched.
 - One step = one fused forward over the K per-cell batches, one backward of
   the summed per-cell losses (cell k's gradient is exactly d loss_k / d w_k), each slice's
-  `.grad` set from the stacked gradient, then each cell's ordinary `optimizer.step()`. BatchNorm
+  `.grad` set from the stacked gradient, then the optimizer step: one over the stack where the
+  registry entry has a stacked rule (`optim.stacked`: SGD, momentum, Nesterov, Adam, AdamW,
+  each cell's hyperparameters read from its own param groups; its optimizer state holds views
+  of the stacked state), else each cell's ordinary `optimizer.step()`. BatchNorm
   running statistics are stacked buffers passed to `functional_call`; vmap updates each cell's
   slice in place. Two-pass optimizers (SAM family) use their two-step protocol (`first_step`,
   `second_step`): all cells ascend, one fused second pass at w + e (running statistics frozen,
@@ -40,6 +43,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from robustbench_opt.config import PER_CELL, TrialConfig
 from robustbench_opt.errors import UserError
 from robustbench_opt.optim import BuiltOptimizer, frozen_running_stats
+from robustbench_opt.optim.stacked import StackedStep
 from robustbench_opt.trial.build import build_cells
 from robustbench_opt.trial.device import Autocast
 from robustbench_opt.trial.fused import FusedNet
@@ -77,6 +81,8 @@ class Pack:
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         self._named: list[list[tuple[str, nn.Parameter]]] = []
+        self._stacked: StackedStep | None = None  # the cells' optimizers stepped as one
+        self._stacked_for: list[int] = []  # ids of the optimizers `_stacked` steps
         self.net = FusedNet.of(self.template)
         self.path = "fused layers" if self.net is not None else "torch.func vmap"
         fused = (
@@ -98,6 +104,7 @@ class Pack:
         # each model's (name, parameter) pairs, listed once: `named_parameters` walks the
         # module tree, which per cell and step cost more than the optimizer steps on CPU
         self._named = [list(model.named_parameters()) for model in self.models]
+        self._stacked, self._stacked_for = None, []
         for j, model in enumerate(self.models):
             stacked = {k: v.detach()[j] for k, v in {**params, **buffers}.items()}
             _repoint(model, stacked)
@@ -152,8 +159,7 @@ class Pack:
         self.backward(loss)
         two_pass = [built.info.two_pass for built in optimizers]
         if not any(two_pass):
-            for built in optimizers:
-                built.optimizer.step()
+            self._step_optimizers(optimizers)
             return loss.detach(), logits.detach()
         if not all(two_pass):
             raise UserError("a pack mixes one-pass and two-pass optimizers; pack one entry only")
@@ -165,6 +171,22 @@ class Pack:
         for built in optimizers:  # restore w, base step with the gradient at w + e
             built.optimizer.second_step()
         return loss.detach(), logits.detach()
+
+    def _step_optimizers(self, optimizers: Sequence[BuiltOptimizer]) -> None:
+        """One step of every cell's optimizer: as one over the stack where the registry entry
+        has a stacked rule (`optim.stacked`) and the groups fit it, else one after another."""
+        ids = [id(built) for built in optimizers]
+        if ids != self._stacked_for:
+            rule = optimizers[0].info.stacked
+            named = [dict(pairs) for pairs in self._named]
+            plain = [built.optimizer for built in optimizers]
+            self._stacked = StackedStep.of(rule, plain, self.params, named)
+            self._stacked_for = ids
+        if self._stacked is not None:
+            self._stacked.step()
+            return
+        for built in optimizers:
+            built.optimizer.step()
 
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[list[float], list[float]]:
         """Per-cell mean cross-entropy and accuracy over shared `batches`, in eval mode."""
