@@ -159,6 +159,18 @@ def wait_for_a_recorded_cell(proc: subprocess.Popen, url: str, study: str) -> No
         time.sleep(0.2)
 
 
+def assert_every_cell_finished_once(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """Every cell of `study` is done, with exactly one complete Optuna trial and none left
+    running; returns the study's trials."""
+    frame = Store(url).cells_frame(study)
+    assert set(frame["state"]) == {"done"}
+    trials = optuna_trials(url, study)
+    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(frame["cell_id"])  # every cell exactly once
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    return trials
+
+
 def assert_recorded_cells_trained_once(log: Path, url: str, study: str, recorded: set) -> None:
     """Cells the database held as finished before an interruption were never trained again."""
     keys = {
@@ -351,14 +363,7 @@ def test_killed_driver_then_rerun_trains_each_cell_once(
         if not leftovers:
             assert "Ray process" not in err
         assert settled_session(proc.pid, timeout=10) == set()
-        frame = store.cells_frame("killed")
-        assert set(frame["state"]) == {"done"}
-        trials = optuna_trials(url, "killed")
-        assert not [t for t in trials if t.state == TrialState.RUNNING]
-        complete = Counter(
-            t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE
-        )
-        assert complete == Counter(frame["cell_id"])
+        assert_every_cell_finished_once(url, "killed")
         assert_recorded_cells_trained_once(log, url, "killed", recorded)
         # The killed driver's record was reaped, the rerun's deleted as it ended normally.
         assert not os.listdir(Path(records) / f"robustbench-opt-ray-{os.getuid()}")
@@ -403,12 +408,7 @@ def test_ctrl_c_or_sigterm_keeps_finished_cells_and_a_rerun_completes(
 
     code, _, err = finish(drive(driver_script, fake, *args))
     assert code == 0, err
-    frame = Store(url).cells_frame("interrupted")
-    assert set(frame["state"]) == {"done"}
-    trials = optuna_trials(url, "interrupted")
-    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
-    assert complete == Counter(frame["cell_id"])  # every cell exactly once
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert_every_cell_finished_once(url, "interrupted")
     assert_recorded_cells_trained_once(log, url, "interrupted", recorded)
 
 
@@ -444,12 +444,7 @@ def test_an_in_process_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats
     rerun = drive(driver_script, fake, *args)
     code, out, err = finish(rerun)
     assert code == 0, err
-    frame = Store(url).cells_frame("inproc")
-    assert set(frame["state"]) == {"done"}
-    trials = optuna_trials(url, "inproc")
-    complete = Counter(t.user_attrs["cell_id"] for t in trials if t.state == TrialState.COMPLETE)
-    assert complete == Counter(frame["cell_id"])  # every cell exactly once
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    trials = assert_every_cell_finished_once(url, "inproc")
     assert_recorded_cells_trained_once(log, url, "inproc", recorded)
     drivers = {f"fake@{proc.pid}", f"fake@{rerun.pid}"}  # trained in the drivers themselves
     done = [t for t in trials if t.state == TrialState.COMPLETE]
