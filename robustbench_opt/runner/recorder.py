@@ -5,9 +5,9 @@ one per finished cell): a Ray worker through `tune.report` (`tune_fit.TuneRecord
 them on), the in-process loop directly; Ray workers hold no database code or credentials. The
 recorder writes each event through the Store, shows the progress line and, when a trial ends,
 settles it with the feed: a trial that raised fails its unfinished cells (the next run retries
-them), while the unfinished cells of a trial whose worker process or node
-died (`lost`) are recorded as failed attempts and handed to the feed to train again in this
-run. A pack's finished cells stay finished either way. The run's heartbeat is here too.
+them), while the unfinished cells of a trial whose worker process or node died (`lost`) are
+recorded as failed attempts and handed to the feed to train again in this run. A pack's
+finished cells stay finished either way. The run's heartbeat is here too.
 """
 
 from __future__ import annotations
@@ -186,6 +186,10 @@ class TrialError:
     @classmethod
     def raised(cls, err: BaseException) -> TrialError:
         """The error of a trial that raised `err` (in this process)."""
-        message = str(err).strip().splitlines()
-        line = f"{type(err).__name__}: {message[0]}" if message else type(err).__name__
-        return cls(line, "".join(traceback.format_exception(err)), False)
+        return cls(error_line(err), "".join(traceback.format_exception(err)), False)
+
+
+def error_line(err: BaseException) -> str:
+    """`Type: first line of the message`, or `Type` when it has none."""
+    message = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {message[0]}" if message else type(err).__name__

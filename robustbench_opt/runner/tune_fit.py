@@ -22,7 +22,7 @@ from ray.tune.search import Searcher
 from robustbench_opt.runner import orphans, worker
 from robustbench_opt.runner.feed import TaskFeed
 from robustbench_opt.runner.interrupt import CTRL_C
-from robustbench_opt.runner.recorder import Recorder, TrialError
+from robustbench_opt.runner.recorder import Recorder, TrialError, error_line
 from robustbench_opt.trial.hooks import TrialFn
 
 # Ray's errors for a trial whose process or node went away (not for one that raised)
@@ -136,6 +136,4 @@ def error_of(trial: Any) -> TrialError:
     cause = getattr(err, "cause", None) or err
     # An actor whose creation raised is the code's failure, not a lost process.
     lost = isinstance(cause, LOST_ERRORS) and not getattr(err, "actor_init_failed", False)
-    message = str(cause).strip().splitlines()
-    line = f"{type(cause).__name__}: {message[0]}" if message else type(cause).__name__
-    return TrialError(line, detail, lost)
+    return TrialError(error_line(cause), detail, lost)
