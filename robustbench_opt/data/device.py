@@ -29,13 +29,12 @@ import random
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from robustbench_opt.config import Recipe
 from robustbench_opt.data.splits import DataSplits, check_batch_size, normalisation
@@ -43,9 +42,6 @@ from robustbench_opt.data.transforms import crop_padding
 from robustbench_opt.datasets import check_augmentation
 from robustbench_opt.errors import unknown
 
-# The operation set and magnitude ranges come from torchvision itself, so they cannot drift.
-TA_SPACE = v2.TrivialAugmentWide._AUGMENTATION_SPACE
-TA_OPS: tuple[str, ...] = tuple(TA_SPACE)
 TA_BINS = 31  # magnitude bins, torchvision's default num_magnitude_bins
 DEVICE_MEMORY_SHARE = 0.25  # auto mode: data may take at most this share of free device memory
 
@@ -94,9 +90,24 @@ def random_brightness(x: Tensor, max_delta: float, generator: torch.Generator) -
 # --------------------------------------------------------------------------- TrivialAugmentWide
 
 
+@cache
+def ta_space() -> dict[str, tuple[Callable[..., Tensor | None], bool]]:
+    """TrivialAugmentWide's operations and magnitude ranges, from torchvision itself so that
+    they cannot drift (imported when first asked: importing torchvision takes about a second,
+    which a trial without TrivialAugment does not pay)."""
+    from torchvision.transforms import v2
+
+    return v2.TrivialAugmentWide._AUGMENTATION_SPACE
+
+
+def ta_ops() -> tuple[str, ...]:
+    """TrivialAugmentWide's operation names, in torchvision's order (a `TASample`'s indices)."""
+    return tuple(ta_space())
+
+
 @dataclass(frozen=True)
 class TASample:
-    """Per-image TrivialAugment draws: operation index into TA_OPS and signed magnitude."""
+    """Per-image TrivialAugment draws: operation index into `ta_ops()` and signed magnitude."""
 
     ops: Tensor  # (n,) int64
     magnitudes: Tensor  # (n,) float32; 0 for operations without a magnitude
@@ -106,7 +117,7 @@ class TASample:
 def magnitude_table(device: torch.device) -> tuple[Tensor, Tensor]:
     """(ops, bins) magnitudes and (ops,) signed flags, exactly torchvision's tables."""
     rows, signed = [], []
-    for fn, is_signed in TA_SPACE.values():
+    for fn, is_signed in ta_space().values():
         values = fn(TA_BINS, 32, 32)  # no entry depends on the image size
         rows.append(torch.zeros(TA_BINS) if values is None else values.to(torch.float32))
         signed.append(is_signed)
@@ -116,7 +127,7 @@ def magnitude_table(device: torch.device) -> tuple[Tensor, Tensor]:
 def sample_trivialaugment(n: int, generator: torch.Generator, device: torch.device) -> TASample:
     """Draw an operation, a magnitude bin and a sign for each of `n` images."""
     table, signed = magnitude_table(device)
-    ops = torch.randint(len(TA_OPS), (n,), generator=generator, device=device)
+    ops = torch.randint(len(ta_ops()), (n,), generator=generator, device=device)
     bins = torch.randint(TA_BINS, (n,), generator=generator, device=device)
     negate = (torch.rand(n, generator=generator, device=device) <= 0.5) & signed[ops]
     magnitudes = table[ops, bins] * torch.where(negate, -1.0, 1.0)
@@ -261,15 +272,22 @@ TA_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "Sharpness": _sharpness,
     "Posterize": _posterize,
     "Solarize": _solarize,
-    "AutoContrast": lambda x, m: TF.autocontrast(x),
-    "Equalize": lambda x, m: TF.equalize(x),
+    "AutoContrast": lambda x, m: _functional().autocontrast(x),
+    "Equalize": lambda x, m: _functional().equalize(x),
 }
+
+
+def _functional() -> ModuleType:
+    """torchvision.transforms.v2.functional, imported when an operation first needs it."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
 
 
 def apply_trivialaugment(x: Tensor, sample: TASample) -> Tensor:
     """Apply each image's drawn operation: one batched call per operation present."""
     out = x.clone()
-    for index, name in enumerate(TA_OPS):
+    for index, name in enumerate(ta_ops()):
         rows = (sample.ops == index).nonzero().squeeze(1)
         if rows.numel() and name != "Identity":
             out[rows] = TA_FUNCTIONS[name](x[rows], sample.magnitudes[rows])

@@ -4,20 +4,23 @@ local files; mnist1d: `data.mnist1d`), and `load_splits` / `check_data` over the
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pickle
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from robustbench_opt.data.splits import DataSplits, channel_stats, stratified_holdout
 from robustbench_opt.datasets import DatasetInfo, dataset_info
 from robustbench_opt.errors import UserError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import CIFAR10
 
 DEFAULT_DATA_DIR = "~/.cache/robustbench-opt/data"  # CIFAR files when data_dir is None
 DIGITS_TEST_FRACTION = 0.2  # digits: stratified share of the 1797 images used as test split
@@ -77,28 +80,27 @@ def mnist5k_path() -> Path:
     return path
 
 
-class _CIFAR10Files(CIFAR10):
-    """torchvision's CIFAR-10 reader; the files must exist (their archive's md5 is checked on
-    download), so a copy written by hand or a test fixture in the same format loads too."""
-
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
-
-
-class _CIFAR100Files(CIFAR100):
-    """As `_CIFAR10Files`, for CIFAR-100 (fine labels)."""
-
-    train_list = [[name, None] for name, _ in CIFAR100.train_list]
-    test_list = [[name, None] for name, _ in CIFAR100.test_list]
-    meta = {**CIFAR100.meta, "md5": None}
-
-
 class CIFARReader:
-    """CIFAR-10/100 from torchvision's on-disk format under `data_dir`."""
+    """CIFAR-10/100 from torchvision's on-disk format under `data_dir`, read by torchvision's
+    reader `name` (CIFAR10, CIFAR100: fine labels) imported when first used."""
 
-    def __init__(self, files: type[CIFAR10], title: str) -> None:
-        self.files, self.title = files, title
+    def __init__(self, name: str, title: str) -> None:
+        self.name, self.title = name, title
+
+    @functools.cached_property
+    def files(self) -> type[CIFAR10]:
+        """torchvision's reader, except that the files must exist (their archive's md5 is
+        checked on download), so a copy written by hand or a test fixture in the same format
+        loads too."""
+        import torchvision.datasets
+
+        base = getattr(torchvision.datasets, self.name)
+        body = {
+            "train_list": [[name, None] for name, _ in base.train_list],
+            "test_list": [[name, None] for name, _ in base.test_list],
+            "meta": {**base.meta, "md5": None},
+        }
+        return type(f"{self.name}Files", (base,), body)
 
     def check(self, data_dir: str | None) -> None:
         """UserError naming the first missing file when the data directory is incomplete."""
@@ -139,8 +141,8 @@ class CIFARReader:
 
 DIGITS = DigitsReader()
 MNIST5K = Mnist5kReader()
-CIFAR10_FILES = CIFARReader(_CIFAR10Files, "CIFAR-10")
-CIFAR100_FILES = CIFARReader(_CIFAR100Files, "CIFAR-100")
+CIFAR10_FILES = CIFARReader("CIFAR10", "CIFAR-10")
+CIFAR100_FILES = CIFARReader("CIFAR100", "CIFAR-100")
 
 
 def load_splits(

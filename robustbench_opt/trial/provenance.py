@@ -10,7 +10,6 @@ from functools import cache, partial
 from pathlib import Path
 
 import torch
-import torchvision
 
 from robustbench_opt import __version__
 
@@ -22,7 +21,7 @@ def package_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": importlib.metadata.version("torchvision"),  # not imported: ~1 s
         "pytorch-optimizer": importlib.metadata.version("pytorch-optimizer"),
         "robustbench-opt": __version__,
         "robustbench-opt-code": code_identity(),

@@ -21,7 +21,6 @@ from robustbench_opt.data.device import (
     _RESIDENT,
     TA_BINS,
     TA_FUNCTIONS,
-    TA_OPS,
     TASample,
     apply_trivialaugment,
     augment,
@@ -34,6 +33,7 @@ from robustbench_opt.data.device import (
     random_flip,
     resident,
     sample_trivialaugment,
+    ta_ops,
     use_device_path,
 )
 from robustbench_opt.data.splits import DataSplits
@@ -42,6 +42,7 @@ from robustbench_opt.errors import UserError
 CPU = torch.device("cpu")
 TV_TA = v2.TrivialAugmentWide()
 TA_SPACE_ITEMS = list(v2.TrivialAugmentWide._AUGMENTATION_SPACE.items())
+TA_OPS = ta_ops()
 
 
 def _generator(seed: int = 0) -> torch.Generator:
