@@ -208,11 +208,14 @@ class FakeTrial:
 
     @staticmethod
     def where() -> str:
-        """`fake@PID` of the process that trains, and `@GCS` in a Ray worker: its Ray's
-        address."""
+        """`fake@PID` of the process that trains, then `<PPID` in a local worker (its parent,
+        the driver) or `@GCS` in a Ray worker (its Ray's address)."""
+        import multiprocessing
         import os
         import sys
 
+        if multiprocessing.parent_process() is not None:  # forked by the local executor
+            return f"fake@{os.getpid()}<{os.getppid()}"
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
             return f"fake@{os.getpid()}@{ray.get_runtime_context().gcs_address}"
@@ -333,7 +336,7 @@ from unittest import mock
 
 {source}
 
-import robustbench_opt.runner.in_process as in_process
+import robustbench_opt.runner.local as local
 import robustbench_opt.runner.plan as plan
 import robustbench_opt.runner.worker as worker
 from robustbench_opt.cli import main
@@ -342,7 +345,7 @@ fake = FakeTrial(**json.loads(sys.argv[1]))
 # as the `packs_pay` fixture: a plan must not hang on the machine's load (a dry run and the run
 # are two processes and would each time a pack)
 with mock.patch.object(worker, "default_trial_fn", fake), mock.patch.object(
-    in_process, "default_trial_fn", fake
+    local, "default_trial_fn", fake
 ), mock.patch.object(plan, "pack_speedup", lambda config, cells, timer: 2.0):
     sys.exit(main(sys.argv[2:]))
 """

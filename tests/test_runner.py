@@ -1,10 +1,12 @@
-"""The runner on a real local Ray runtime (one per session), in process."""
+"""The runner on a real local Ray runtime (one per session), in process, and, where marked,
+the same behaviour from the local executor's worker processes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from robustbench_opt.storage import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 LOSS_RTOL, ACC_ATOL = 2e-3, 0.01  # tests/trial/test_pack.py's whole-trial tolerances
+# How a lost worker's error line starts, per executor
+LOST = {"ray": "ActorDiedError: ", "local": "worker process "}
+both_executors = pytest.mark.parametrize("executor", ["ray", "local"])
 
 
 def make_plan(store: Store, spec, study: str):  # noqa: ANN001, ANN201
@@ -56,8 +61,9 @@ def key(config) -> list:  # noqa: ANN001
     return [config.optimizer_label, config.lr, config.weight_decay, config.seed]
 
 
-def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
-    spec = load_study(make_study("four", [0.1, 0.01]))
+@both_executors
+def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial, executor: str) -> None:
+    spec = load_study(make_study("four", [0.1, 0.01], resources={"executor": executor}))
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     plan = make_plan(store, spec, "four")
     with open(tmp_path / "p", "w") as progress:
@@ -74,8 +80,8 @@ def test_every_cell_lands_once(tmp_path: Path, make_study, fake_trial) -> None:
     finished = _make_plan(store, spec, "four", cpus=lambda: 1 / 0)  # nothing to run: not asked
     assert finished.to_run == [] and finished.tasks == [] and finished.cost.seconds == 0
     [trial, *_] = optuna.load_study(study_name="four", storage=store.optuna_storage).trials
-    pid = int(trial.user_attrs["record"]["device"].split("@")[1])
-    assert pid != os.getpid()  # trained in a Ray worker
+    pid = int(re.split("[@<]", trial.user_attrs["record"]["device"])[1])
+    assert pid != os.getpid()  # trained in a worker process
     progress = (tmp_path / "p").read_text()
     assert "4/4 done" in progress and "2/2 trials started" in progress  # packs of adam, sgd
     assert outcome.tasks == 2
@@ -94,15 +100,21 @@ def test_the_run_hands_tune_exactly_the_plans_tasks(tmp_path: Path, make_study, 
     assert sorted(ran) == sorted(planned) and outcome.tasks == len(plan.tasks)
 
 
+@both_executors
 def test_cells_lost_with_their_worker_are_retried_in_the_run(
-    storage_url: str, tmp_path: Path, make_study, fake_trial
+    storage_url: str, tmp_path: Path, make_study, fake_trial, executor: str
 ) -> None:
     """A pack of 3 whose worker process dies in its second cell: the first cell stays done and
     is never trained again; the two unfinished cells are recorded as a failed attempt and
     trained again in the same run, so the run ends with every cell done exactly once."""
     lrs = [0.1, 0.01, 0.001]
     spec = load_study(
-        make_study("lost", lrs, optimizers=["adam"], resources={"cpus": 1, "packing": 3})
+        make_study(
+            "lost",
+            lrs,
+            optimizers=["adam"],
+            resources={"cpus": 1, "packing": 3, "executor": executor},
+        )  # fmt: skip
     )
     store = Store(storage_url)
     log, died = tmp_path / "log", tmp_path / "died"
@@ -111,7 +123,7 @@ def test_cells_lost_with_their_worker_are_retried_in_the_run(
     ids = {c.lr: c.cell_id("lost") for c in spec.cells()}
     assert died.exists() and outcome.failed == {} and outcome.released == []
     assert set(outcome.retried) == {ids[0.01], ids[0.001]}
-    assert all(e.startswith("ActorDiedError: ") for e in outcome.retried.values()), outcome.retried
+    assert all(e.startswith(LOST[executor]) for e in outcome.retried.values()), outcome.retried
     assert sorted(outcome.claimed) == sorted(ids.values()) and outcome.tasks == 2
     assert set(store.cells_frame("lost")["state"]) == {"done"}
     done, fail = TrialState.COMPLETE, TrialState.FAIL
@@ -130,28 +142,31 @@ def test_cells_lost_with_their_worker_are_retried_in_the_run(
     assert make_plan(store, spec, "lost").to_run == []
 
 
+@both_executors
 def test_a_cell_that_keeps_losing_its_worker_is_retried_a_bounded_number_of_times(
-    tmp_path: Path, make_study, fake_trial
+    tmp_path: Path, make_study, fake_trial, executor: str
 ) -> None:
-    spec = load_study(make_study("doomed", [0.1], optimizers=["adam"]))
+    resources = {"executor": executor}
+    spec = load_study(make_study("doomed", [0.1], optimizers=["adam"], resources=resources))
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     log = tmp_path / "log"
     outcome = run_plan(
         store, spec, make_plan(store, spec, "doomed"), trial_fn=fake_trial(log=str(log), die_lr=0.1)
     )
     [cell] = [c.cell_id("doomed") for c in spec.cells()]
-    assert list(outcome.failed) == [cell] and outcome.failed[cell].startswith("ActorDiedError: ")
+    assert list(outcome.failed) == [cell] and outcome.failed[cell].startswith(LOST[executor])
     assert len(logged(log, "start")) == 1 + LOST_RETRIES and outcome.tasks == 1 + LOST_RETRIES
     assert trials_per_cell(store, "doomed") == {cell: [TrialState.FAIL] * (1 + LOST_RETRIES)}
     assert store.cells_frame("doomed")["state"].tolist() == ["failed"]  # the next run retries
 
 
+@both_executors
 def test_failed_cell_is_recorded_then_retried_alone(
-    storage_url: str, tmp_path: Path, make_study, fake_trial
+    storage_url: str, tmp_path: Path, make_study, fake_trial, executor: str
 ) -> None:
     """A cell whose training raises is recorded failed and not retried in its run (it would
     raise again); the next run retries it."""
-    spec = load_study(make_study("flaky", [0.1, 0.5]))
+    spec = load_study(make_study("flaky", [0.1, 0.5], resources={"executor": executor}))
     store = Store(storage_url)
     bad = {c.cell_id("flaky") for c in spec.cells() if c.lr == 0.5}
     log = tmp_path / "log"

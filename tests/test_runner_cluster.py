@@ -29,6 +29,7 @@ import pytest
 from optuna.trial import TrialState
 
 from robustbench_opt.storage import Store
+from robustbench_opt.storage.leases import pid_alive
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ROBUSTBENCH_STORAGE")} | {
@@ -417,14 +418,15 @@ def test_ctrl_c_or_sigterm_keeps_finished_cells_and_a_rerun_completes(
     [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, None)],
     ids=["int", "term", "kill"],
 )
-def test_an_in_process_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats_nothing(
+def test_a_local_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats_nothing(
     driver_script: Path, tmp_path: Path, make_study, signum: int, name: str | None
 ) -> None:
-    """The in-process executor (no Ray): Ctrl-C or SIGTERM releases the cells in flight and
-    keeps the finished ones; kill -9 leaves its claims to a dead run, which the rerun frees.
-    Either way the rerun finishes every cell exactly once and trains no finished cell again."""
+    """The local executor (worker processes forked from the driver, no Ray): Ctrl-C or SIGTERM
+    releases the cells in flight and keeps the finished ones; kill -9 leaves its claims to a
+    dead run, which the rerun frees, and its workers die with it. Either way the rerun finishes
+    every cell exactly once and trains no finished cell again."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    path = make_study("inproc", [0.1, 0.01], resources={"executor": "in-process"})
+    path = make_study("inproc", [0.1, 0.01], resources={"executor": "local"})
     log = tmp_path / "log"
     fake = {"epoch_seconds": 1.0, "log": str(log)}
     args = [str(path), "--storage", url]
@@ -433,7 +435,7 @@ def test_an_in_process_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats
     os.killpg(proc.pid, signum)
     code, out, err = finish(proc)
     assert code != 0 and "Traceback" not in err
-    assert "executor in-process: resources.executor" in out
+    assert "executor local: resources.executor (2 worker processes of 1 thread" in out
     frame = Store(url).cells_frame("inproc")
     recorded = set(frame.loc[frame["state"] == "done", "cell_id"])
     if name is not None:
@@ -446,6 +448,7 @@ def test_an_in_process_run_stopped_by_ctrl_c_sigterm_or_kill_9_loses_and_repeats
     assert code == 0, err
     trials = assert_every_cell_finished_once(url, "inproc")
     assert_recorded_cells_trained_once(log, url, "inproc", recorded)
-    drivers = {f"fake@{proc.pid}", f"fake@{rerun.pid}"}  # trained in the drivers themselves
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert {t.user_attrs["record"]["device"] for t in done} <= drivers
+    trainers = [t.user_attrs["record"]["device"].split("<") for t in done]
+    assert {parent for _, parent in trainers} <= {str(proc.pid), str(rerun.pid)}  # their workers
+    assert not any(pid_alive(int(child.removeprefix("fake@"))) for child, _ in trainers)

@@ -20,7 +20,15 @@ from robustbench_opt.cli.argtypes import positive_int
 from robustbench_opt.cli.output import print_frame
 from robustbench_opt.cli.results import print_scores
 from robustbench_opt.errors import unknown
-from robustbench_opt.runner import Plan, check_address, duration, make_plan, ray_address, run_cpus
+from robustbench_opt.runner import (
+    Plan,
+    check_address,
+    duration,
+    forked,
+    make_plan,
+    ray_address,
+    run_cpus,
+)
 from robustbench_opt.runner.calibrate import Calibration
 from robustbench_opt.runner.timings import TIMINGS, process_start
 from robustbench_opt.spec import StudySpec, load_study
@@ -35,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Adds the `run` and `status` subcommands."""
     p = sub.add_parser(
         "run",
-        help="train a study's missing or failed cells (Ray Tune, or in-process when small)",
+        help="train a study's missing or failed cells (local worker processes or Ray Tune)",
         description="Train every cell of a study that is not finished yet; rerun to resume.",
         allow_abbrev=False,
     )
@@ -59,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
-        help="who trains: ray, in-process (this machine, one trial at a time) or auto "
+        help="who trains: local (worker processes on this machine), ray, or auto "
         "(overrides resources.executor)",
     )
     p.add_argument(
@@ -121,6 +129,7 @@ def _planned(
     args: argparse.Namespace,
 ) -> tuple[StudySpec, str, str, str | None, Store | None, Plan]:
     """The study file as the command line amends it, and the plan a run of it executes."""
+    forked.one_thread()  # before any torch work: local workers and timers are forked from here
     spec = load_study(args.study_file)
     data_dir = args.data_dir or spec.data_dir
     if data_dir is not None:  # absolute: Ray runs each trial in its own working directory

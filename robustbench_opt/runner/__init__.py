@@ -1,11 +1,13 @@
-"""Runs a study's missing cells on Ray Tune; the driver process is the only database writer.
+"""Runs a study's missing cells in local worker processes or on Ray Tune; the driver process
+is the only database writer.
 
-`plan` (no Ray import) decides what a run would train and in which tasks (`tasks`: cells into
-trials and packs; `memory`: how much memory and GPU a trial takes); `execute` trains the plan
-on Ray Tune through its rooms: `connect` (reaching Ray, checking every node), `feed` (handing
-out tasks, claiming cells), `worker` (what a trial runs), `recorder` (writing what trials
-report), `interrupt` (Ctrl-C); `orphans` ends the Ray processes a killed driver's local Ray
-left behind.
+`plan` (no Ray import) decides what a run would train, in which tasks (`tasks`: cells into
+trials and packs; `memory`: how much memory and GPU a trial takes) and by whom; `calibrate`
+times the figures it decides from. `execute` trains the plan through its rooms: `feed`
+(handing out tasks, claiming cells), `recorder` (writing what trials report), `interrupt`
+(Ctrl-C), and either `local` (worker processes `forked` from the driver, on this machine) or
+Ray Tune (`tune_fit`, `connect`: reaching Ray, checking every node, `worker`: what a Ray trial
+runs); `orphans` ends the Ray processes a killed driver's local Ray left behind.
 """
 
 from __future__ import annotations

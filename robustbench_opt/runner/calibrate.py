@@ -24,11 +24,11 @@ from typing import Any
 
 from robustbench_opt.config import TrialConfig
 from robustbench_opt.datasets import dataset_info
+from robustbench_opt.runner import forked
 
 CALIBRATION_STEPS = 3  # timed training steps (at least; after one warm-up) when nothing is measured
 CALIBRATION_SECONDS = 0.5  # ... and more steps while their total stays under this
 MAX_CALIBRATION_STEPS = 50
-PACK_PAYS = 1.0  # `packing: auto` packs when a pack trains at least this x the cells per second
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max ..."
 CACHE_FILE = "calibration.json"  # in `cache_dir()`
 
@@ -91,8 +91,11 @@ def time_training_images(
 
 
 def time_threads(config: TrialConfig, threads: int) -> float:
-    """Seconds per trained image of one cell of `config`'s kind on `threads` torch threads."""
-    return time_training_images(config, CALIBRATION_STEPS, 1, threads)
+    """Seconds per trained image of one cell of `config`'s kind on `threads` torch threads:
+    in a forked process when more than one (the driver stays on one, `forked`)."""
+    if threads == 1:
+        return time_training_images(config, CALIBRATION_STEPS, 1, threads)
+    return forked.call(time_training_images, config, CALIBRATION_STEPS, 1, threads)
 
 
 def thread_counts(cpus: float) -> list[int]:

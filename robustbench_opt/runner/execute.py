@@ -1,8 +1,8 @@
 """Trains a plan's tasks and records them through the Store (driver side only).
 
 Two executors train the same tasks (`plan.executor`): `ray` (`tune_fit`: Ray Tune trials on
-Ray workers, on this machine or a cluster) and `in-process` (`in_process`: the driver trains
-them itself, for small studies on this machine). Both share the rooms: `feed` hands out the
+Ray workers, on this machine or a cluster) and `local` (`local`: worker processes forked from
+the driver, on this machine's CPUs, without Ray). Both share the rooms: `feed` hands out the
 plan's tasks and claims their cells, `recorder` writes what the trials report, `interrupt`
 makes Ctrl-C quick but never cut a database write. Under Ray, `connect` reaches Ray and checks
 the nodes, `worker` is what a trial runs.
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from robustbench_opt.runner import in_process
+from robustbench_opt.runner import local
 from robustbench_opt.runner.feed import TaskFeed
 from robustbench_opt.runner.interrupt import CTRL_C
 from robustbench_opt.runner.plan import Plan, ray_address
@@ -90,7 +90,7 @@ def run_plan(
                     name = f"{plan.study}-{run_id}"
                     tune_fit.fit(feed, recorder, resources, plan.max_concurrent, trial_fn, name)
                 else:
-                    in_process.fit(feed, recorder, int(plan.trial_cpus), trial_fn)
+                    local.fit(feed, recorder, plan.workers, int(plan.trial_cpus), trial_fn)
             except KeyboardInterrupt:
                 outcome.interrupted = CTRL_C.caught or "Ctrl-C"
             fit_seconds = time.time() - fit_start

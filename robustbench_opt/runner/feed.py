@@ -2,7 +2,7 @@
 
 A task is one trial: one cell, or a pack of cells of one optimizer entry and variant
 (`tasks.make_tasks`). The feed hands the executor (Tune, through `tune_fit.TuneFeed`, or the
-in-process loop) the next task when a slot frees and claims its cells only then, so a run
+local workers' loop) the next task when a slot frees and claims its cells only then, so a run
 holds a window of cells, never the whole study, and two launchers on one database share a
 study's cells: cells another launcher claimed first are skipped, and a task it partly took
 trains the rest.

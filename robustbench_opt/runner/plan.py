@@ -9,7 +9,6 @@ dry run and the run make them the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -23,7 +22,6 @@ from robustbench_opt.datasets import dataset_info
 from robustbench_opt.errors import UserError
 from robustbench_opt.runner.calibrate import (
     CALIBRATION_STEPS,
-    PACK_PAYS,
     Calibration,
     StepTimer,
     ThreadTimer,
@@ -35,7 +33,7 @@ from robustbench_opt.runner.calibrate import (
     time_threads,
     time_training_images,
 )
-from robustbench_opt.runner.tasks import make_tasks
+from robustbench_opt.runner.tasks import make_tasks, pack_size
 from robustbench_opt.spec import Resources, StudySpec, diff_specs, identity, spec_hash
 from robustbench_opt.states import FINISHED
 from robustbench_opt.storage import Store
@@ -64,9 +62,8 @@ class Plan:
     trial_cpus: float = 1.0  # CPUs (torch threads) per trial: the study's, or measured (auto)
     threads_basis: str = ""  # how `resources.cpus: auto` chose `trial_cpus` ("": not auto)
     packing_note: str | None = None  # what `packing: auto` measured and chose
-    executor: str = "ray"  # who trains the trials: "ray" or "in-process" (`choose_executor`)
+    executor: str = "ray"  # who trains the trials: "ray" or "local" (`choose_executor`)
     executor_note: str = ""  # why
-    thread_rates: dict[int, float] = field(default_factory=dict)  # `cpus: auto`'s timings
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -74,6 +71,11 @@ class Plan:
     @property
     def epochs_to_run(self) -> int:
         return sum(c.recipe.epochs for c in self.to_run)
+
+    @property
+    def workers(self) -> int:
+        """Trials at once: the slots, or fewer when there are fewer tasks."""
+        return min(self.slots, len(self.tasks))
 
     @functools.cached_property
     def configs(self) -> dict[str, TrialConfig]:
@@ -173,7 +175,7 @@ def make_plan(
     `thread_timer`, default `time_threads`). Every timed figure goes through `calibration`
     (default: this machine's calibration cache), which reads a stored one instead of timing.
     `local`: the run trains on this machine (no Ray cluster to join), where
-    `resources.executor: auto` may train in-process (`choose_executor`).
+    `resources.executor: auto` trains CPU trials in local worker processes (`choose_executor`).
     """
     spec_dict = spec.to_dict()
     states: dict[str, str] = {}
@@ -215,7 +217,6 @@ def make_plan(
             threads = calibration.thread_timer(thread_timer or time_threads)
             rates = {t: threads(to_run[0], t) for t in thread_counts(have)}
             plan.trial_cpus = float(choose_threads(rates, len(to_run), int(have)))
-            plan.thread_rates = rates
             plan.threads_basis = ", ".join(
                 f"{t} thread{'s' * (t > 1)} {rate * 1e3:.2g} ms per image"
                 for t, rate in rates.items()
@@ -224,19 +225,25 @@ def make_plan(
         plan.slots = slots_for(spec, plan.max_concurrent, have, plan.trial_cpus)
         resources = spec.resources
         plan.tasks = make_tasks(plan.configs, resources, plan.slots)
-        largest = max(plan.tasks, key=len)
-        if spec.resources.packing == "auto" and len(largest) > 1:
+        largest = max(map(len, plan.tasks))
+        if resources.packing == "auto" and largest > 1:
             config = plan.configs[plan.tasks[0][0]]
-            speedup = pack_speedup(config, len(largest), steps)
-            measured = f"a pack of {len(largest)} measured {speedup:.2g}x on {device_kind(config)}"
-            source = calibration.source(config, [(1, 1), (len(largest), 1)])
+            speedup = pack_speedup(config, largest, steps)
+            measured = f"a pack of {largest} measured {speedup:.2g}x on {device_kind(config)}"
+            source = calibration.source(config, [(1, 1), (largest, 1)])
             measured += f", {source}" if source else ""
-            if speedup < PACK_PAYS:
-                resources = dataclasses.replace(resources, packing="off")
-                plan.tasks = make_tasks(plan.configs, resources, plan.slots)
+            size = pack_size(plan.configs, resources, plan.slots, speedup)
+            plan.tasks = make_tasks(plan.configs, resources, plan.slots, size)
+            if size == 1 and speedup < 1:
                 plan.packing_note = f"packing off: {measured}"
             else:
-                plan.packing_note = f"packing on: {measured}"
+                packs = max(map(len, plan.tasks))
+                shape = f"packs of up to {packs}" if packs > 1 else "one cell per trial"
+                plan.packing_note = (
+                    f"packing {'on' if packs > 1 else 'off'}: {shape} finish soonest, "
+                    f"{len(plan.tasks)} trials on {plan.slots} slot{'s' * (plan.slots > 1)}; "
+                    f"{measured}"
+                )
         choose_executor(plan, resources, local)
     return plan
 
@@ -330,49 +337,31 @@ def check_address(address: str) -> None:
         ) from None
 
 
-# Ray's fixed cost of a run on this machine: starting it, a first worker importing torch, and
-# shutting down (measured 8-10 s on a quiet 2-core machine: `run --timings`, "Ray start",
-# "first worker ready" and "shutdown"); `executor: auto` trains in-process when the training
-# alone takes less than this plus the training spread over Ray's workers.
-RAY_FIXED_SECONDS = 8.0
-
-
 def choose_executor(plan: Plan, resources: Resources, local: bool) -> None:
-    """Sets `plan.executor` and says why (`executor_note`): `resources.executor`,
-    Ray on a cluster, else (auto, this machine) the sooner of in-process (the tasks one after
-    another, on the fastest measured thread count) and Ray (`RAY_FIXED_SECONDS` plus the tasks
-    over its slots, at the plan's threads per trial), from the calibrated cost. In-process
-    trains one task at a time: its tasks are sized for one slot (`resources`: the study's, with
-    the packing the plan chose)."""
+    """Sets `plan.executor` and says why (`executor_note`): `resources.executor` when it names
+    one; else Ray on a cluster and for trials on GPUs (Ray schedules them, shares of one
+    included), and local worker processes for CPU trials on this machine, which train the same
+    tasks without Ray's fixed cost (starting it, a first worker importing torch, shutting it
+    down: 8-10 s on a 2-core machine)."""
     chosen = resources.executor
-    if chosen == "in-process" and not local:
+    if chosen == "local" and not local:
         raise UserError(
-            "resources.executor is in-process, but the run joins a Ray cluster (--address or "
-            "$RAY_ADDRESS): the driver would train on its own machine only; set executor to "
+            "resources.executor is local, but the run joins a Ray cluster (--address or "
+            "$RAY_ADDRESS): local workers train on this machine only; set executor to "
             "ray or auto, or run without an address"
         )
-    if chosen != "auto" or not local:
-        plan.executor = "ray" if chosen == "auto" else chosen
-        plan.executor_note = f"executor {plan.executor}: " + (
-            "resources.executor" if chosen != "auto" else "the run joins a Ray cluster"
-        )
+    if chosen != "auto":
+        plan.executor, why = chosen, "resources.executor"
+    elif not local:
+        plan.executor, why = "ray", "the run joins a Ray cluster"
+    elif resources.gpus not in (0, "auto") or device_kind(plan.to_run[0]) != "cpu":
+        plan.executor, why = "ray", "trials train on GPUs, which Ray schedules"
     else:
-        rates = plan.thread_rates or {int(plan.trial_cpus): 1.0}
-        one = rates.get(1, rates[int(plan.trial_cpus)])
-        threads = min(rates, key=lambda t: (rates[t], t))
-        seconds = plan.cost.seconds  # one thread, the tasks one after another
-        alone = seconds * rates[threads] / one
-        parallel = min(plan.slots, len(plan.tasks))
-        on_ray = RAY_FIXED_SECONDS + seconds * rates[int(plan.trial_cpus)] / one / parallel
-        plan.executor = "in-process" if alone <= on_ray else "ray"
-        plan.executor_note = (
-            f"executor {plan.executor}: about {duration(alone)} of training in this process "
-            f"against {duration(on_ray)} on Ray ({RAY_FIXED_SECONDS:.0f}s to start it and a "
-            f"worker, then {parallel} trial{'s' * (parallel > 1)} at once)"
+        plan.executor, why = "local", "CPU trials on this machine, no Ray to start"
+    plan.executor_note = f"executor {plan.executor}: {why}"
+    if plan.executor == "local":
+        threads = f"{plan.trial_cpus:g} thread{'s' * (plan.trial_cpus != 1)}"
+        plan.executor_note += (
+            f" ({plan.workers} worker process{'es' * (plan.workers > 1)} of {threads} "
+            "forked by this one)"
         )
-        if plan.executor == "in-process":
-            plan.trial_cpus = float(threads)
-    if plan.executor == "in-process" and plan.slots != 1:
-        plan.slots = 1
-        plan.tasks = make_tasks(plan.configs, resources, 1)
-        plan.__dict__.pop("cost", None)  # estimated anew for these tasks

@@ -2,12 +2,12 @@
 
 Trials only train and report JSON strings tagged with the cell id (`reports`: one per epoch,
 one per finished cell): a Ray worker through `tune.report` (`tune_fit.TuneRecorder` passes
-them on), the in-process loop directly; Ray workers hold no database code or credentials. The
-recorder writes each event through the Store, shows the progress line and, when a trial ends,
-settles it with the feed: a trial that raised fails its unfinished cells (the next run retries
-them), while the unfinished cells of a trial whose worker process or node died (`lost`) are
-recorded as failed attempts and handed to the feed to train again in this run. A pack's
-finished cells stay finished either way. The run's heartbeat is here too.
+them on), a local worker through its pipe (`local`); workers hold no database code or
+credentials. The recorder writes each event through the Store, shows the progress line and,
+when a trial ends, settles it with the feed: a trial that raised fails its unfinished cells
+(the next run retries them), while the unfinished cells of a trial whose worker process or
+node died (`lost`) are recorded as failed attempts and handed to the feed to train again in
+this run. A pack's finished cells stay finished either way. The run's heartbeat is here too.
 """
 
 from __future__ import annotations

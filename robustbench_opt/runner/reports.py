@@ -1,5 +1,5 @@
 """What a trial reports to the driver, per cell: plain values (JSON strings), so that a Ray
-worker sends them through `tune.report` and the in-process loop hands them over alike, and the
+worker sends them through `tune.report` and a local worker through its pipe alike, and the
 recorder reads one format."""
 
 from __future__ import annotations

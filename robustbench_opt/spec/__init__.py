@@ -28,7 +28,7 @@ A study file is YAML. Every key except `name`, `dataset`, `model` and `optimizer
     seeds: [0, 1]                # default [0]
     resources: {cpus: 1, gpus: 0, packing: auto, executor: auto}   # per trial; gpus: 0 (CPU),
                                  # a fraction in (0, 1], or auto; packing: auto | off | most
-                                 # cells per trial; executor: auto | ray | in-process
+                                 # cells per trial; executor: auto | local | ray
     max_concurrent: 4            # at most this many trials at once (default: as resources allow)
 
 Grid cells are optimizer x variant x lr x weight decay x seed. Numbers such as `1e-3` are read as

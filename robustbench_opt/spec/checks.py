@@ -378,12 +378,12 @@ def packing(src: Source, value: Any, key: Key) -> int | str:
     )
 
 
-EXECUTORS = ("auto", "ray", "in-process")  # `resources.executor`
+EXECUTORS = ("auto", "local", "ray")  # `resources.executor`
 
 
 def executor(src: Source, value: Any, key: Key) -> str:
-    """Who trains the trials: "ray" (Ray workers), "in-process" (the driver, one trial after
-    another, on this machine only) or "auto" (the plan chooses from the calibrated cost)."""
+    """Who trains the trials: "local" (worker processes the driver forks, on this machine
+    only), "ray" (Ray workers) or "auto" (local for CPU trials on this machine, else Ray)."""
     if value in EXECUTORS:
         return value
     raise src.error(key, f"expected one of {', '.join(EXECUTORS)}, got {value!r}")

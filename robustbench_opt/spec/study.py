@@ -97,8 +97,9 @@ class Resources:
     cpus: float | Literal["auto"] = 1.0  # "auto": the plan measures threads per trial
     gpus: float | Literal["auto"] = 0.0  # 0 = CPU only; "auto" = runner.memory decides
     packing: int | Literal["auto", "off"] = "auto"  # cells trained as one pack (one trial)
-    # who trains the trials: Ray workers, the driver itself, or "auto" (the plan measures)
-    executor: Literal["auto", "ray", "in-process"] = "auto"
+    # who trains the trials: worker processes of the driver, Ray workers, or "auto" (local for
+    # CPU trials on this machine, else Ray)
+    executor: Literal["auto", "local", "ray"] = "auto"
 
 
 @dataclass(frozen=True)

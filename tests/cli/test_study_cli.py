@@ -211,7 +211,7 @@ def test_run_summary_says_what_the_ratio_means() -> None:
     )
     assert "(the rest is starting Ray and scheduling trials)" in run_summary(4, 42.0, 26.6)
     assert run_summary(0, 5.0, 0.0) == "trained 0 cells in 5s of wall time"
-    assert "(the rest is claims and records)" in run_summary(1, 1.2, 1.0, "in-process")
+    assert "(the rest is claims and records)" in run_summary(1, 1.2, 1.0, "local")
 
 
 def test_status_counts_per_optimizer(finished, capsys) -> None:

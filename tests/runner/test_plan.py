@@ -202,7 +202,12 @@ def _rates(alone: float, packed: float, asked: list[int]):  # noqa: ANN202
     ("packed", "sizes", "note"),
     [
         (1e-3 / 0.9, [1] * 8, "packing off: a pack of 4 measured 0.9x on "),
-        (1e-3 / 2.5, [4, 4], "packing on: a pack of 4 measured 2.5x on "),
+        (
+            1e-3 / 2.5,
+            [4, 4],
+            "packing on: packs of up to 4 finish soonest, 2 trials on 1 slot; "
+            "a pack of 4 measured 2.5x on ",
+        ),
     ],
     ids=["does_not_pay", "pays"],
 )

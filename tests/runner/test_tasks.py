@@ -14,7 +14,7 @@ import pytest
 from robustbench_opt.config import Recipe, TrialConfig
 from robustbench_opt.runner.feed import LOST_RETRIES, TaskFeed
 from robustbench_opt.runner.interrupt import CtrlC
-from robustbench_opt.runner.tasks import AUTO_MAX_CELLS, make_tasks
+from robustbench_opt.runner.tasks import AUTO_MAX_CELLS, make_tasks, pack_size
 from robustbench_opt.spec import Resources
 from robustbench_opt.states import PENDING, RUNNING
 from robustbench_opt.storage import Store
@@ -46,20 +46,46 @@ def test_cells_that_differ_in_more_than_lr_wd_seed_never_share_a_pack():
     assert [len(t) for t in make_tasks(configs, Resources(packing=8), slots=1)] == [1, 1]
 
 
-def test_auto_packs_keep_every_slot_busy_fit_memory_and_stop_at_the_cap(monkeypatch):
+def test_auto_packs_fit_memory_and_stop_at_the_cap(monkeypatch):
     configs = grid()
     fits = {"cells": 100}  # what memory allows (`memory.cells_per_pack`), set per case
     monkeypatch.setattr(
         "robustbench_opt.runner.memory.cells_per_pack",
         lambda config, resources, slots: fits["cells"],
     )
-    assert [len(t) for t in make_tasks(configs, Resources(), slots=4)] == [3, 3, 3, 3]  # 12/4
+    assert [len(t) for t in make_tasks(configs, Resources(), slots=4)] == [6, 6]
+    assert [len(t) for t in make_tasks(configs, Resources(), slots=4, most=4)] == [3] * 4
     fits["cells"] = 2
     assert [len(t) for t in make_tasks(configs, Resources(), slots=1)] == [2] * 6
-    # One group of twice the cap, neither memory nor slots a limit: two packs of the cap.
+    # One group of twice the cap, memory no limit: two packs of the cap.
     big = grid(optimizers=("adam",), lrs=[10.0**-k for k in range(2 * AUTO_MAX_CELLS)], seeds=(0,))
     fits["cells"] = 100
     assert [len(t) for t in make_tasks(big, Resources(), slots=1)] == [AUTO_MAX_CELLS] * 2
+
+
+@pytest.mark.parametrize(
+    ("cells", "slots", "speedup", "size", "why"),
+    [
+        # 3 groups of 6 on 2 slots: packs of 6 leave a slot idle for the third (2 rounds of
+        # 6/1.75 = 6.9 steps alone); packs of 3 fill both (3 rounds of 0.51 + 3 x 0.49 = 5.9)
+        (6, 2, 1.75, 3, "balance"),
+        (6, 1, 1.75, 6, "one slot: the largest pack"),
+        (6, 3, 1.75, 6, "one pack per slot"),
+        (6, 18, 1.75, 1, "a slot per cell: one cell a trial is soonest"),
+        (24, 2, 2.0, 12, "3 groups of 24 on 2 slots: 6 packs of 12, 3 rounds"),
+        (6, 1, 0.9, 1, "packs that do not pay"),
+    ],
+)
+def test_pack_size_finishes_soonest_on_the_slots(
+    monkeypatch, cells: int, slots: int, speedup: float, size: int, why: str
+) -> None:
+    monkeypatch.setattr(
+        "robustbench_opt.runner.memory.cells_per_pack", lambda config, resources, slots: 100
+    )
+    configs = grid(("adam", "sgd", "nag"), lrs=[10.0**-k for k in range(cells)], seeds=(0,))
+    got = pack_size(configs, Resources(), slots, speedup)
+    tasks = make_tasks(configs, Resources(), slots, got)
+    assert max(map(len, tasks)) == size, why
 
 
 def test_cells_per_pack_counts_activations_per_cell(monkeypatch):
