@@ -3,7 +3,8 @@
 A `StackedRule` is the update of a torch.optim class (SGD with momentum / Nesterov, Adam,
 AdamW) written over stacked tensors, with each cell's hyperparameters (lr, weight decay,
 momentum, betas, eps) as [K, 1, ...] tensors read from that cell's optimizer `param_groups` at
-every step, so schedules and weight decay switched off late apply as they do per cell. The
+every step, so schedules and weight decay switched off late apply as they do per cell (the
+tensors are made anew only when a value changed: `Hyper`). The
 operations mirror torch's single-tensor implementation one for one, so each cell's slice is
 updated as its own optimizer would update it. Each cell's optimizer state (`step`, `exp_avg`,
 `exp_avg_sq`, `momentum_buffer`) holds views of the stacked state, so it stays the cell's own.
@@ -18,8 +19,44 @@ from typing import Any
 import torch
 from torch import Tensor
 
-Hyper = dict[str, Tensor]  # per-cell hyperparameters as [K, 1, ...] tensors, and "step"
-Update = Callable[[Tensor, Tensor, dict[str, Tensor], Hyper, Mapping[str, Any]], None]
+Update = Callable[[Tensor, Tensor, dict[str, Tensor], "Hyper", Mapping[str, Any]], None]
+Derive = Callable[[dict[str, Tensor]], Tensor]  # per-cell values -> a derived [K] value
+DeriveAtStep = Callable[[dict[str, Tensor], Tensor], Tensor]  # ... and the step count [K]
+
+
+class Hyper:
+    """One param group's per-cell hyperparameters, as [K] float64 tensors (`values`: lr,
+    weight_decay, momentum, eps, beta1, beta2), and derived from them, as a rule asks: `cell`
+    gives a value as [K, 1, ...] in a parameter's dtype, `at_step` one that depends on the
+    optimizer step (bias corrections). Each is computed once, not once per parameter, and kept
+    until the group's values change (a new `Hyper`) or, for `at_step`, the step does."""
+
+    def __init__(self, values: dict[str, Tensor]) -> None:
+        self.values = values
+        self.any_weight_decay = bool(values["weight_decay"].any())
+        self.any_momentum = "momentum" in values and bool(values["momentum"].any())
+        self._cells: dict[tuple[str, int, torch.dtype], Tensor] = {}
+        self._step: tuple[int, ...] | None = None
+        self._per_step: dict[tuple[str, int, torch.dtype], Tensor] = {}
+
+    def cell(self, key: str, like: Tensor, derive: Derive | None = None) -> Tensor:
+        """`values[key]`, or `derive(values)` (float64 [K]), as [K, 1, ...] in `like`'s dtype."""
+        index = (key, like.ndim, like.dtype)
+        if index not in self._cells:
+            value = self.values[key] if derive is None else derive(self.values)
+            self._cells[index] = _cell(value, like)
+        return self._cells[index]
+
+    def at_step(self, key: str, step: Tensor, like: Tensor, derive: DeriveAtStep) -> Tensor:
+        """`derive(values, step as float64 [K])` as [K, 1, ...] in `like`'s dtype, for this
+        step's count."""
+        now = tuple(step.tolist())
+        if now != self._step:
+            self._step, self._per_step = now, {}
+        index = (key, like.ndim, like.dtype)
+        if index not in self._per_step:
+            self._per_step[index] = _cell(derive(self.values, step.to(torch.float64)), like)
+        return self._per_step[index]
 
 
 @dataclass(frozen=True)
@@ -37,43 +74,50 @@ class StackedRule:
 
 
 def _sgd(param: Tensor, grad: Tensor, state: dict, hyper: Hyper, flags: Mapping) -> None:
-    if hyper["any_weight_decay"]:
-        grad = grad.addcmul(param, hyper["weight_decay"])
-    if hyper["any_momentum"]:
+    if hyper.any_weight_decay:
+        grad = grad.addcmul(param, hyper.cell("weight_decay", param))
+    if hyper.any_momentum:
+        momentum = hyper.cell("momentum", param)
         buf = state.get("momentum_buffer")
         if buf is None:
             buf = state["momentum_buffer"] = grad.detach().clone()
         else:
-            buf.mul_(hyper["momentum"]).add_(grad)
-        grad = grad.addcmul(buf, hyper["momentum"]) if flags["nesterov"] else buf
-    param.addcmul_(grad, hyper["neg_lr"])
+            buf.mul_(momentum).add_(grad)
+        grad = grad.addcmul(buf, momentum) if flags["nesterov"] else buf
+    param.addcmul_(grad, hyper.cell("neg_lr", param, lambda v: -v["lr"]))
 
 
 def _adam(param: Tensor, grad: Tensor, state: dict, hyper: Hyper, flags: Mapping) -> None:
     if "step" not in state:
-        state["step"] = torch.zeros(param.shape[0], dtype=hyper["step_dtype"])
+        state["step"] = torch.zeros(param.shape[0], dtype=_STEP_DTYPE)
         state["exp_avg"] = torch.zeros_like(param)
         state["exp_avg_sq"] = torch.zeros_like(param)
     step = state["step"]
     step += 1
-    if hyper["any_weight_decay"]:
+    if hyper.any_weight_decay:
         if flags["decoupled_weight_decay"]:
-            param.mul_(_cell(1 - hyper["lr64"] * hyper["wd64"], param))
+            param.mul_(hyper.cell("decay", param, lambda v: 1 - v["lr"] * v["weight_decay"]))
         else:
-            grad = grad.addcmul(param, hyper["weight_decay"])
-    beta1, beta2 = hyper["beta1_64"], hyper["beta2_64"]
-    state["exp_avg"].lerp_(grad, _cell(1 - beta1, param))
-    state["exp_avg_sq"].mul_(hyper["beta2"]).addcmul_(grad * _cell(1 - beta2, param), grad)
-    s = step.to(torch.float64)
-    step_size = hyper["lr64"] / (1 - beta1**s)
-    bias_correction2_sqrt = (1 - beta2**s) ** 0.5
-    denom = (state["exp_avg_sq"].sqrt() / _cell(bias_correction2_sqrt, param)).add_(hyper["eps"])
-    param.addcmul_(state["exp_avg"] / denom, _cell(-step_size, param))
+            grad = grad.addcmul(param, hyper.cell("weight_decay", param))
+    state["exp_avg"].lerp_(grad, hyper.cell("1-beta1", param, lambda v: 1 - v["beta1"]))
+    one_minus_beta2 = hyper.cell("1-beta2", param, lambda v: 1 - v["beta2"])
+    state["exp_avg_sq"].mul_(hyper.cell("beta2", param)).addcmul_(grad * one_minus_beta2, grad)
+    bias_correction2_sqrt = hyper.at_step(
+        "bias_correction2_sqrt", step, param, lambda v, s: (1 - v["beta2"] ** s) ** 0.5
+    )
+    denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(hyper.cell("eps", param))
+    neg_step_size = hyper.at_step(
+        "neg_step_size", step, param, lambda v, s: -(v["lr"] / (1 - v["beta1"] ** s))
+    )
+    param.addcmul_(state["exp_avg"] / denom, neg_step_size)
 
 
 def _cell(values: Tensor, like: Tensor) -> Tensor:
     """[K] values as [K, 1, ...] in `like`'s dtype."""
     return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+_STEP_DTYPE = torch.tensor(0.0).dtype  # torch's float step counter's dtype
 
 
 SGD = StackedRule(
@@ -110,8 +154,8 @@ class StackedStep:
         where = {id(p): g for g, group in enumerate(first.param_groups) for p in group["params"]}
         self.group_of = {name: where[id(p)] for name, p in named[0].items()}
         self.flags = [{f: group[f] for f in rule.flags} for group in first.param_groups]
-        self.step_dtype = torch.tensor(0.0).dtype  # torch's float step counter's dtype
         self.state: dict[str, dict[str, Tensor]] = {}
+        self._hypers: dict[int, tuple[dict[str, tuple[float, ...]], Hyper]] = {}
         for name in params:  # the cells' own state, once they have stepped (cells left)
             cells = [opt.state.get(named[k][name], {}) for k, opt in enumerate(optimizers)]
             self.state[name] = {key: torch.stack([c[key] for c in cells]) for key in cells[0]}
@@ -145,41 +189,29 @@ class StackedStep:
             for name, param in self.params.items():
                 if param.grad is None:  # as torch.optim: a parameter without gradient waits
                     continue
-                state = self.state[name]
+                state, g = self.state[name], self.group_of[name]
                 keys = set(state)
-                hyper = {
-                    k: _cell(v, param) if isinstance(v, Tensor) and not k.endswith("64") else v
-                    for k, v in hypers[self.group_of[name]].items()
-                }
-                self.rule.update(param, param.grad, state, hyper, self.flags[self.group_of[name]])
+                self.rule.update(param, param.grad, state, hypers[g], self.flags[g])
                 if set(state) != keys:
                     self._share(name)
 
-    def _hyper(self, g: int) -> dict[str, Any]:
-        """Group `g`'s per-cell hyperparameters as [K] float64 tensors (keys ending in 64 stay
-        so; the others become [K, 1, ...] in the parameter's dtype), and what the rule skips."""
+    def _hyper(self, g: int) -> Hyper:
+        """Group `g`'s per-cell hyperparameters now: the last step's `Hyper` while every cell's
+        values are unchanged (a schedule changes them once an epoch), else a new one."""
         groups = [opt.param_groups[g] for opt in self.optimizers]
-        hyper: dict[str, Any] = {
-            k: torch.tensor([float(group[k]) for group in groups], dtype=torch.float64)
+        values = {
+            k: tuple(float(group[k]) for group in groups)
             for k in self.rule.per_cell
             if k in groups[0]
         }
         if "betas" in groups[0]:
-            betas = torch.tensor([group["betas"] for group in groups], dtype=torch.float64)
-            hyper["beta1_64"], hyper["beta2_64"], hyper["beta2"] = (
-                betas[:, 0],
-                betas[:, 1],
-                betas[:, 1],
-            )
-        hyper["lr64"], hyper["wd64"], hyper["neg_lr"] = (
-            hyper["lr"],
-            hyper["weight_decay"],
-            -hyper["lr"],
-        )
-        hyper["any_weight_decay"] = bool(hyper["weight_decay"].any())
-        hyper["any_momentum"] = "momentum" in hyper and bool(hyper["momentum"].any())
-        hyper["step_dtype"] = self.step_dtype
-        return hyper
+            values["beta1"] = tuple(float(group["betas"][0]) for group in groups)
+            values["beta2"] = tuple(float(group["betas"][1]) for group in groups)
+        last = self._hypers.get(g)
+        if last is None or last[0] != values:
+            tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+            self._hypers[g] = (values, Hyper(tensors))
+        return self._hypers[g][1]
 
     def _share(self, name: str) -> None:
         """Each cell's optimizer state for `name`: views of its slice of the stacked state."""
