@@ -316,8 +316,8 @@ class TrialResult:
     weight_decay_params: str = "all"
     host: str = ""  # the machine (on a cluster: the node or container) that trained it
     # How it ran, decided at its start (pack_size, data_on_device, channels_last, compile,
-    # threads, cpu_heap_kept): run-time choices, beside the recipe it was asked to run; {} before
-    # they were kept.
+    # threads, cpu_heap_kept; in a study, trials_at_once: the run's workers, which the driver
+    # adds): run-time choices, beside the recipe it was asked to run; {} before they were kept.
     runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,7 +83,9 @@ def run_plan(
             with TIMINGS.phase("storage setup"):
                 outcome = Outcome(recovered=store.recover_stale(plan.study).failed)
             feed = TaskFeed(store, plan.study, run_id, plan.tasks, plan.configs)
-            recorder = Recorder(store, plan.study, len(plan.configs), progress or sys.stderr, feed)
+            recorder = Recorder(
+                store, plan.study, len(plan.configs), progress or sys.stderr, feed, plan.workers
+            )
             fit_start = time.time()
             try:
                 if ray_run:

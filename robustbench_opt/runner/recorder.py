@@ -36,9 +36,18 @@ LOG_EVERY_SHARE = 0.01  # ... or when another 1% of the cells finished, and at t
 class Recorder:
     """Writes every trial event through the Store and shows progress (driver side)."""
 
-    def __init__(self, store: Store, study: str, total: int, stream: TextIO, feed: TaskFeed):
+    def __init__(
+        self,
+        store: Store,
+        study: str,
+        total: int,
+        stream: TextIO,
+        feed: TaskFeed,
+        trials_at_once: int,
+    ) -> None:
         self.store, self.study, self.total, self.stream = store, study, total, stream
         self.feed = feed
+        self.trials_at_once = trials_at_once  # the plan's choice, recorded in each runtime
         self.running: set[str] = set()
         self.finished: dict[str, str] = {}  # cell id -> done | diverged | failed
         self.failed: dict[str, str] = {}  # cell id -> error
@@ -73,6 +82,7 @@ class Recorder:
             self.store.record_epoch(self.study, cell_id, record)
         if "rbo_result" in result:
             outcome = TrialResult.from_dict(json.loads(result["rbo_result"]))
+            outcome.runtime["trials_at_once"] = self.trials_at_once  # beside its threads
             self.store.record_result(self.study, cell_id, outcome)
             # A pack's cells each report the pack's time so far: count the trial once.
             seconds = max(self.task_seconds.get(trial_id, 0.0), outcome.wall_seconds)

@@ -13,8 +13,11 @@ epoch) and `72` (the 18 cells x seeds 0-3). For each size, in this one benchmark
   subprocess; both are timed from the command to its exit.
 
 Prints both wall times, service / loop speed (loop time / service time: above 1, the service
-is faster) and both mean final test accuracies. The machine's other load disturbs both alike:
-compare ratios of one run, not times across runs.
+is faster), both mean final test accuracies and, with several seeds, how much the grid's mean
+moves from seed to seed (the standard deviation over seeds of each seed's mean over the
+grid). The two test sets differ (scikit-learn's train_test_split for the loop, the package's
+stratified holdout for the service), which moves every cell by a point or two. The machine's
+other load disturbs both alike: compare ratios of one run, not times across runs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,11 +137,21 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str, int]:
     return time.perf_counter() - start, proc.stdout, proc.returncode
 
 
+def seed_sd(accuracies: list[float], seeds: list[int]) -> float:
+    """The standard deviation over seeds of each seed's mean accuracy (nan with one seed)."""
+    means = [
+        statistics.fmean(a for a, s in zip(accuracies, seeds, strict=True) if s == seed)
+        for seed in sorted(set(seeds))
+    ]
+    return statistics.stdev(means) if len(means) > 1 else float("nan")
+
+
 def service(
     size: str, tmp: Path, extra: list[str], cpus: str
-) -> tuple[float, list[float], int, str]:
+) -> tuple[float, list[float], list[int], int, list[str]]:
     """`run` of the size's study on a fresh SQLite file: wall time, final test accuracies of
-    the finished cells, diverged count, the run's summary line."""
+    the finished cells and their seeds, diverged count, the run's lines saying how it
+    trained."""
     from robustbench_opt.storage import Store
 
     path = tmp / f"plain_loop_{size}.yaml"
@@ -147,10 +161,11 @@ def service(
     wall, out, code = timed(cmd, ROOT)
     if code != 0:
         raise SystemExit(f"run exited {code}:\n{out}")
-    frame = Store(url).cells_frame(f"plain_loop_{size}")
-    accs = frame["final_test_acc"].dropna().tolist()
-    line = next((ln for ln in out.splitlines() if ln.startswith("trained ")), "")
-    return wall, accs, int((frame["state"] == "diverged").sum()), line
+    frame = Store(url).cells_frame(f"plain_loop_{size}").dropna(subset=["final_test_acc"])
+    how = ("trials:", "executor", "threads:", "packing", "trained ")
+    lines = [ln for ln in out.splitlines() if ln.startswith(how)]
+    diverged = int((frame["state"] == "diverged").sum())
+    return wall, frame["final_test_acc"].tolist(), frame["seed"].tolist(), diverged, lines
 
 
 def main() -> int:
@@ -172,20 +187,29 @@ def main() -> int:
             if code != 0:
                 raise SystemExit(f"the plain loop exited {code}")
             loop_accs = json.loads(out.strip().splitlines()[-1])
-            wall, accs, diverged, line = service(size, Path(tmp), args.run_args.split(), args.cpus)
-            print(f"size {size}: {len(loop_accs)} cells; {line}")
+            run = service(size, Path(tmp), args.run_args.split(), args.cpus)
+            wall, accs, seeds, diverged, lines = run
+            print(f"size {size}: {len(loop_accs)} cells")
+            print("\n".join(f"  {line}" for line in lines))
             print(
                 f"  loop {loop_wall:.1f} s, run {wall:.1f} s: {loop_wall / wall:.2f}x", flush=True
             )
-            rows.append((size, len(loop_accs), loop_wall, wall, loop_accs, accs, diverged))
+            size_seeds = list(SIZES[size][3])  # the loop's innermost loop
+            loop_seeds = size_seeds * (len(loop_accs) // len(size_seeds))
+            spread = (seed_sd(loop_accs, loop_seeds), seed_sd(accs, seeds))
+            rows.append((size, len(loop_accs), loop_wall, wall, loop_accs, accs, diverged, spread))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print()
-    print("size  cells  loop s  run s  run speed vs loop  loop acc  run acc  run diverged")
-    for size, cells, loop_wall, wall, loop_accs, accs, diverged in rows:
+    print(
+        "size  cells  loop s  run s  run speed vs loop  loop acc  run acc  run diverged"
+        "  seed sd loop, run"
+    )
+    for size, cells, loop_wall, wall, loop_accs, accs, diverged, spread in rows:
         loop_acc = sum(loop_accs) / len(loop_accs)
         acc = sum(accs) / len(accs) if accs else float("nan")
         print(f"{size:>4}  {cells:5d}  {loop_wall:6.1f}  {wall:5.1f}  {loop_wall / wall:15.2f}x"
-              f"  {loop_acc:8.3f}  {acc:7.3f}  {diverged:12d}")  # fmt: skip
+              f"  {loop_acc:8.3f}  {acc:7.3f}  {diverged:12d}"
+              f"  {spread[0]:7.3f}, {spread[1]:.3f}")  # fmt: skip
     return 0
 
 

@@ -96,6 +96,7 @@ def test_local_workers_and_ray_give_equal_records(tmp_path, make_study, float64_
             record = {k: v for k, v in t.user_attrs["record"].items() if k not in MACHINE_KEYS}
             record["epochs"] = [_measured(e) for e in record["epochs"]]
             results[t.user_attrs["cell_id"]] = record
+            assert record["runtime"]["trials_at_once"] == 2  # the plan's workers, recorded
         records[executor] = (cells, epochs, results)
     (cells_r, epochs_r, results_r), (cells_l, epochs_l, results_l) = records.values()
     assert cells_r.equals(cells_l) and epochs_r.equals(epochs_l)

@@ -82,4 +82,5 @@ def test_a_study_trains_in_local_workers_of_two_threads(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert "(1 worker process of 2 threads forked by this one)" in out.stdout
     [trial] = optuna.load_study(study_name="two", storage=Store(url).optuna_storage).trials
-    assert trial.user_attrs["record"]["runtime"]["threads"] == 2
+    runtime = trial.user_attrs["record"]["runtime"]
+    assert runtime["threads"] == 2 and runtime["trials_at_once"] == 1

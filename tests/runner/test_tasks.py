@@ -198,7 +198,9 @@ def test_progress_off_a_terminal_is_bounded_to_every_1_percent(tmp_path):
     log = tmp_path / "progress.log"
     with open(log, "w") as stream:
         feed = TaskFeed(None, "big", "run", [], {})
-        recorder = Recorder(store=None, study="big", total=10_000, stream=stream, feed=feed)
+        recorder = Recorder(
+            store=None, study="big", total=10_000, stream=stream, feed=feed, trials_at_once=2
+        )
         for k in range(10_000):
             recorder.running.add(str(k))
             recorder._end(str(k), DONE)
