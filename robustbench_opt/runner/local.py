@@ -74,10 +74,10 @@ def fit(
                 busy = [worker for worker in pool if worker.trial_id is not None]
                 if not busy:
                     return  # nothing in flight, nothing left to hand out
-                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in pool])
                 for i, worker in enumerate(pool):
                     if worker.conn in ready or worker.process.sentinel in ready:
-                        if not _receive(worker, recorder):  # it died
+                        if not _receive(worker, recorder):  # it died, busy or idle
                             pool[i] = _fork(threads, train)
     finally:
         for worker in pool:
@@ -103,7 +103,10 @@ def _hand_out(worker: _Worker, feed: TaskFeed, recorder: Recorder, names: Iterat
         return False
     worker.trial_id, worker.cells = trial_id, task["cells"]
     recorder.started(worker.cells)
-    worker.conn.send((worker.cells, [feed.configs[cell] for cell in worker.cells]))
+    try:
+        worker.conn.send((worker.cells, [feed.configs[cell] for cell in worker.cells]))
+    except OSError:  # it died since: `_receive` finds it dead and its task lost
+        pass
     return True
 
 
@@ -137,9 +140,9 @@ def _receive(worker: _Worker, recorder: Recorder) -> bool:
 def _serve(conn: Connection, threads: int, train: TrialFn) -> None:
     """A worker process: trains each task it is sent, reporting through `conn`, until the
     driver closes it."""
+    forked.die_with_parent()  # first: until then it has the driver's signal handlers
     import torch
 
-    forked.die_with_parent()
     torch.set_num_threads(threads)
     while True:
         try:

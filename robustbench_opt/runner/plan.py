@@ -234,16 +234,15 @@ def make_plan(
             measured += f", {source}" if source else ""
             size = pack_size(plan.configs, resources, plan.slots, speedup)
             plan.tasks = make_tasks(plan.configs, resources, plan.slots, size)
-            if size == 1 and speedup < 1:
-                plan.packing_note = f"packing off: {measured}"
+            packs = max(map(len, plan.tasks))
+            trials = f"{len(plan.tasks)} trials on {plan.slots} slot{'s' * (plan.slots > 1)}"
+            if packs > 1:
+                why = f"on: packs of up to {packs} finish soonest, {trials}; "
+            elif speedup >= 1:
+                why = f"off: one cell per trial finishes soonest, {trials}; "
             else:
-                packs = max(map(len, plan.tasks))
-                shape = f"packs of up to {packs}" if packs > 1 else "one cell per trial"
-                plan.packing_note = (
-                    f"packing {'on' if packs > 1 else 'off'}: {shape} finish soonest, "
-                    f"{len(plan.tasks)} trials on {plan.slots} slot{'s' * (plan.slots > 1)}; "
-                    f"{measured}"
-                )
+                why = "off: "
+            plan.packing_note = f"packing {why}{measured}"
         choose_executor(plan, resources, local)
     return plan
 

@@ -225,6 +225,20 @@ def test_packing_auto_packs_only_where_the_probe_measures_that_a_pack_pays(
     assert sorted(asked) == [1, 4]
 
 
+def test_packing_auto_trains_one_cell_per_trial_when_every_cell_has_a_slot(
+    make_study, monkeypatch
+) -> None:
+    """Packs that pay, but 8 slots for 8 cells: one round of single cells ends soonest."""
+    monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)
+    spec = load_study(make_study("wide", [0.1, 0.01, 0.001, 0.0001]))
+    plan = make_plan(None, spec, "wide", cpus=lambda: 8, timer=_rates(1e-3, 1e-3 / 2.5, []))
+    assert [len(task) for task in plan.tasks] == [1] * 8
+    assert plan.packing_note == (
+        "packing off: one cell per trial finishes soonest, 8 trials on 8 slots; "
+        f"a pack of 4 measured 2.5x on {pick_device(None).type}, timed now"
+    )
+
+
 def test_fixed_packing_is_not_probed(make_study, monkeypatch) -> None:
     monkeypatch.setattr(plan_module, "pack_speedup", real_pack_speedup)
     spec = load_study(make_study("fixed", [0.1, 0.01, 0.001, 0.0001]))
