@@ -232,7 +232,7 @@ def make_plan(
             measured = f"a pack of {largest} measured {speedup:.2g}x on {device_kind(config)}"
             source = calibration.source(config, [(1, 1), (largest, 1)])
             measured += f", {source}" if source else ""
-            size = pack_size(plan.configs, resources, plan.slots, speedup)
+            size = pack_size(plan.configs, resources, plan.slots, largest, speedup)
             plan.tasks = make_tasks(plan.configs, resources, plan.slots, size)
             packs = max(map(len, plan.tasks))
             trials = f"{len(plan.tasks)} trials on {plan.slots} slot{'s' * (plan.slots > 1)}"

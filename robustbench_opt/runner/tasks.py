@@ -51,27 +51,31 @@ def pack_cap(config: TrialConfig, resources: Resources, slots: int) -> int:
 
 
 def pack_size(
-    configs: dict[str, TrialConfig], resources: Resources, slots: int, speedup: float
+    configs: dict[str, TrialConfig],
+    resources: Resources,
+    slots: int,
+    largest: int,
+    speedup: float,
 ) -> int:
-    """The pack size, up to the largest pack `make_tasks` makes (each group at its `pack_cap`),
-    whose tasks finish soonest on `slots` trials at once; 1 (no packs) when none is sooner.
+    """The pack size, up to `largest` (the largest pack `make_tasks` makes, each group at its
+    `pack_cap`), whose tasks finish soonest on `slots` trials at once; 1 (no packs) when none
+    is sooner.
 
-    `speedup` is what a pack of that largest size measured: its cells per second over one cell
+    `speedup` is what a pack of `largest` cells measured: its cells per second over one cell
     alone. A step of s packed cells is modelled as a + b*s (a: the per-step work a pack does
     once, b: each cell's own), which that one measurement fixes (a + b = 1 alone). The tasks
     are handed out in plan order to the slot that frees first, each taking its cells' images x
     its step time; on a tie the larger size (fewer trials) wins.
     """
+    if largest == 1 or speedup <= 1.0:
+        return 1
     from robustbench_opt.runner.plan import cell_seconds  # (plan imports this module)
 
-    # (cells, images per cell, the group's largest pack) per group, in plan order
+    # (cells, images per cell, the group's most cells per pack) per group, in plan order
     groups = [
         (len(ids), cell_seconds(configs[ids[0]], 1.0), pack_cap(configs[ids[0]], resources, slots))
         for ids in _groups(configs)
     ]
-    largest = max(min(n, cap) for n, _, cap in groups)
-    if largest == 1 or speedup <= 1.0:
-        return 1
     per_cell = (largest / speedup - 1) / (largest - 1)  # b, in units of a step alone
     shared = 1 - per_cell  # a
 

@@ -72,7 +72,7 @@ def test_auto_packs_fit_memory_and_stop_at_the_cap(monkeypatch):
         (6, 1, 1.75, 6, "one slot: the largest pack"),
         (6, 3, 1.75, 6, "one pack per slot"),
         (6, 18, 1.75, 1, "a slot per cell: one cell a trial is soonest"),
-        (24, 2, 2.0, 12, "3 groups of 24 on 2 slots: 6 packs of 12, 3 rounds"),
+        (24, 2, 2.0, 12, "3 groups of 24 on 2 slots, at most 16 a pack: 6 packs of 12"),
         (6, 1, 0.9, 1, "packs that do not pay"),
     ],
 )
@@ -83,7 +83,8 @@ def test_pack_size_finishes_soonest_on_the_slots(
         "robustbench_opt.runner.memory.cells_per_pack", lambda config, resources, slots: 100
     )
     configs = grid(("adam", "sgd", "nag"), lrs=[10.0**-k for k in range(cells)], seeds=(0,))
-    got = pack_size(configs, Resources(), slots, speedup)
+    largest = max(map(len, make_tasks(configs, Resources(), slots)))  # what the plan probes
+    got = pack_size(configs, Resources(), slots, largest, speedup)
     tasks = make_tasks(configs, Resources(), slots, got)
     assert max(map(len, tasks)) == size, why
 
