@@ -4,10 +4,10 @@ A `StackedRule` is the update of a torch.optim class (SGD with momentum / Nester
 AdamW) written over stacked tensors, with each cell's hyperparameters (lr, weight decay,
 momentum, betas, eps) as [K, 1, ...] tensors read from that cell's optimizer `param_groups` at
 every step, so schedules and weight decay switched off late apply as they do per cell (the
-tensors are made anew only when a value changed: `Hyper`). The
-operations mirror torch's single-tensor implementation one for one, so each cell's slice is
-updated as its own optimizer would update it. Each cell's optimizer state (`step`, `exp_avg`,
-`exp_avg_sq`, `momentum_buffer`) holds views of the stacked state, so it stays the cell's own.
+tensors are made anew only when a value changed: `Hyper`). The operations mirror torch's
+single-tensor implementation one for one, so each cell's slice is updated as its own optimizer
+would update it. Each cell's optimizer state (`step`, `exp_avg`, `exp_avg_sq`,
+`momentum_buffer`) holds views of the stacked state, so it stays the cell's own.
 """
 
 from __future__ import annotations
